@@ -22,6 +22,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Loss surfaces of deep networks (see `lossurf COMMAND --help`)."""
+
+
 @app.command()
 def train(
     experiment: Path = typer.Argument(..., help="Experiment YAML file (see examples/digits.yaml)."),
