@@ -1,0 +1,221 @@
+"""State-dict arithmetic: which tensors move, flat vectors, norms, affine combinations, hashes.
+
+Every function here is pure: it reads state dicts (``Mapping[str, Tensor]``) or modules and
+returns new tensors; no model or tensor passed in is ever modified.
+
+"Moving" tensors are the ones a weight-space geometry moves along: a model's parameters
+always, its floating-point buffers (batch-norm running statistics) only on request, and
+integer buffers (``num_batches_tracked``) never. Norms, distances and the orthonormal plane
+basis are computed over the moving keys in float64, so that geometry does not depend on the
+storage precision of the checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lossurf.errors import LossurfError
+
+__all__ = [
+    "StateDict",
+    "as_state",
+    "moving_keys",
+    "check_compatible",
+    "flatten",
+    "unflatten",
+    "norm",
+    "distance",
+    "combine",
+    "state_hash",
+]
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+def as_state(source: nn.Module | StateDict) -> dict[str, torch.Tensor]:
+    """A detached, plain-dict state dict of a module or mapping (the tensors are not copied).
+
+    Args:
+        source: an ``nn.Module`` (its ``state_dict()`` is taken) or a mapping of name to tensor.
+
+    Returns:
+        ``{name: tensor}`` in the source's key order.
+    """
+    if isinstance(source, nn.Module):
+        source = source.state_dict()
+    if not isinstance(source, Mapping):
+        raise LossurfError(
+            f"expected an nn.Module or a state dict (mapping of name to tensor), got "
+            f"{type(source).__name__}; pass model.state_dict() or a loaded checkpoint"
+        )
+    out = {}
+    for key, value in source.items():
+        if not isinstance(value, torch.Tensor):
+            raise LossurfError(
+                f"state dict entry {key!r} is a {type(value).__name__}, not a tensor; "
+                "pass a state dict such as model.state_dict()"
+            )
+        out[key] = value.detach()
+    return out
+
+
+def moving_keys(source: nn.Module | StateDict, *, buffers: bool = False) -> list[str]:
+    """Names of the tensors a weight-space path moves, in state-dict order.
+
+    Args:
+        source: a module (its parameters are known exactly) or a state dict (where every
+            floating-point tensor that is not a batch-norm running statistic counts as a
+            parameter, since a plain state dict does not mark which tensors are buffers).
+        buffers: also include floating-point buffers such as batch-norm running statistics
+            (default False). Integer buffers are never included.
+
+    Returns:
+        The moving keys; tied parameters appear once.
+    """
+    if isinstance(source, nn.Module):
+        names = [n for n, _ in source.named_parameters()]
+        if buffers:
+            state_keys = set(source.state_dict().keys())
+            names += [
+                n
+                for n, b in source.named_buffers()
+                if b.is_floating_point() and n in state_keys
+            ]
+        order = {k: i for i, k in enumerate(source.state_dict().keys())}
+        return sorted(names, key=lambda k: order.get(k, len(order)))
+    state = as_state(source)
+    # Without a module, BN running statistics are recognised by their torch names.
+    bn_stats = ("running_mean", "running_var")
+    return [
+        k
+        for k, v in state.items()
+        if v.is_floating_point() and (buffers or not k.rsplit(".", 1)[-1] in bn_stats)
+    ]
+
+
+def check_compatible(states: Sequence[StateDict], names: Sequence[str] | None = None) -> None:
+    """Raise a :class:`LossurfError` unless all state dicts share keys, shapes and dtypes.
+
+    Args:
+        states: the state dicts to compare (the first one is the reference).
+        names: labels for the messages (default ``point 0``, ``point 1``, ...).
+    """
+    if not states:
+        raise LossurfError("no weight vectors given; pass at least one state dict")
+    names = list(names) if names is not None else [f"point {i}" for i in range(len(states))]
+    first = states[0]
+    for name, other in zip(names[1:], states[1:]):
+        missing = [k for k in first if k not in other]
+        extra = [k for k in other if k not in first]
+        if missing or extra:
+            key = missing[0] if missing else extra[0]
+            where = f"{names[0]} has it, {name} does not" if missing else (
+                f"{name} has it, {names[0]} does not"
+            )
+            raise LossurfError(
+                f"{names[0]} and {name} are different architectures: key {key!r} ({where}); "
+                "use checkpoints of the same model"
+            )
+        for key, value in first.items():
+            ov = other[key]
+            if value.shape != ov.shape or value.dtype != ov.dtype:
+                raise LossurfError(
+                    f"{names[0]} and {name} are different architectures: key {key!r} is "
+                    f"{tuple(value.shape)} {value.dtype} in {names[0]} but {tuple(ov.shape)} "
+                    f"{ov.dtype} in {name}; use checkpoints of the same model"
+                )
+
+
+def flatten(state: StateDict, keys: Sequence[str], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Concatenate ``state[k]`` for ``k`` in ``keys`` into one CPU vector of ``dtype``."""
+    if not keys:
+        return torch.zeros(0, dtype=dtype)
+    return torch.cat([state[k].detach().reshape(-1).to("cpu", dtype) for k in keys])
+
+
+def unflatten(vector: torch.Tensor, like: StateDict, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Split a flat vector back into tensors shaped (and typed) like ``like[k]``."""
+    sizes = [like[k].numel() for k in keys]
+    if sum(sizes) != vector.numel():
+        raise LossurfError(
+            f"vector has {vector.numel()} entries but the keys need {sum(sizes)}; "
+            "flatten and unflatten with the same keys"
+        )
+    pieces = torch.split(vector, sizes)
+    return {
+        k: p.reshape(like[k].shape).to(like[k].device, like[k].dtype) for k, p in zip(keys, pieces)
+    }
+
+
+def norm(state: StateDict, keys: Sequence[str]) -> float:
+    """Euclidean norm of the moving tensors, accumulated in float64."""
+    total = sum(float(state[k].detach().double().pow(2).sum()) for k in keys)
+    return float(np.sqrt(total))
+
+
+def distance(a: StateDict, b: StateDict, keys: Sequence[str]) -> float:
+    """Euclidean distance ``||a - b||`` over ``keys``, accumulated in float64."""
+    total = 0.0
+    for k in keys:
+        diff = a[k].detach().double().cpu() - b[k].detach().double().cpu()
+        total += float(diff.pow(2).sum())
+    return float(np.sqrt(total))
+
+
+def combine(
+    anchors: Sequence[StateDict],
+    coefficients: Sequence[float] | np.ndarray | torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """The affine combination ``sum_i c_i * anchors[i]`` as a new state dict.
+
+    Floating-point tensors are combined in float64 and cast back to their own dtype, so a
+    one-hot coefficient row reproduces its anchor bit for bit. Integer tensors (e.g.
+    ``num_batches_tracked``) do not move: they are taken from the anchor with the largest
+    coefficient.
+
+    Args:
+        anchors: state dicts of one architecture.
+        coefficients: one weight per anchor.
+
+    Returns:
+        A new state dict; the anchors are not modified.
+    """
+    coef = np.asarray(torch.as_tensor(coefficients, dtype=torch.float64).cpu(), dtype=np.float64)
+    if coef.shape != (len(anchors),):
+        raise LossurfError(
+            f"got {coef.size} coefficients for {len(anchors)} anchors; give one per anchor"
+        )
+    lead = int(np.argmax(coef))
+    out = {}
+    for key, ref in anchors[lead].items():
+        if not ref.is_floating_point():
+            out[key] = ref.clone()
+            continue
+        acc = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
+        for c, anchor in zip(coef, anchors):
+            if c != 0.0:
+                acc += float(c) * anchor[key].detach().to(ref.device, torch.float64)
+        out[key] = acc.to(ref.dtype)
+    return out
+
+
+def state_hash(state: StateDict) -> str:
+    """A stable sha256 of a state dict's content: sorted keys, dtypes, shapes and raw bytes.
+
+    Two state dicts hash equal exactly when they hold the same tensors under the same names,
+    whatever the device or the dict's key order.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        # view as bytes so every dtype (bfloat16 included) hashes without a numpy round trip
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

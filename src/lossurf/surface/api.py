@@ -1,0 +1,348 @@
+"""Surfaces of your own model from a notebook: lines, basins, planes and functional distance.
+
+Every function takes an ``nn.Module`` (only its architecture is used; it is never modified),
+weight vectors as state dicts (or modules), and a data source: an
+:class:`~lossurf.surface.evaluate.EvalData`, or a :class:`lossurf.data.Dataset` with a
+``split`` (``test`` by default), an optional ``subset`` size and its seed. They return xarray
+Datasets (see :func:`~lossurf.surface.store.compute_surface`); with ``store=PATH`` the grid
+is written to a zarr store as it is computed and a second call resumes it.
+
+Example::
+
+    ds = lossurf.surface.line(model, init_state, final_state, data, range=(-0.5, 2), steps=51)
+    ds.loss.plot()
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from lossurf.backends import Backend
+from lossurf.data.base import Dataset, seeded_subset
+from lossurf.errors import LossurfError
+from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
+from lossurf.surface.paths import Grid, basin_grid, line_grid
+from lossurf.surface.plane import PLANE_POINTS, affine_basis, affine_grid, barycentric_grid, bilinear_grid
+from lossurf.surface.store import compute_surface
+
+__all__ = ["line", "basin", "plane", "functional_distance", "distance_along", "eval_data"]
+
+#: Plane kinds and how many points each takes (the CLI's --kind choices).
+PLANE_KINDS = PLANE_POINTS
+
+
+def eval_data(
+    data: Any, *, split: str = "test", subset: int | None = None, seed: int = 0
+) -> tuple[Any, str]:
+    """Turn a data source into the evaluator's ``EvalData`` and a description for attrs.
+
+    Args:
+        data: an ``EvalData`` (used as is) or a :class:`lossurf.data.Dataset`.
+        split: ``test`` or ``train`` (Dataset only; default ``test``). Batch-norm statistics
+            are always re-estimated from the training inputs.
+        subset: evaluate a fixed, seeded subset of this many examples (default all).
+        seed: the subset's seed (default 0).
+
+    Returns:
+        ``(EvalData, description)``; the description names the data and hashes its content.
+    """
+    from lossurf.surface.evaluate import EvalData
+
+    if isinstance(data, EvalData):
+        digest = _data_hash(data.x, data.y)
+        return data, f"custom n={len(data.x)} sha256={digest}"
+    if not isinstance(data, Dataset):
+        raise LossurfError(
+            f"data must be a lossurf EvalData or a lossurf.data.Dataset, got "
+            f"{type(data).__name__}; wrap tensors as EvalData(x=..., y=..., task=...)"
+        )
+    if split not in ("train", "test"):
+        raise LossurfError(f"unknown split {split!r}; choose 'train' or 'test'")
+    x, y = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+    total = len(x)
+    if subset is not None and subset < 1:
+        raise LossurfError(f"subset must be at least 1 example, got {subset}")
+    index = seeded_subset(total, subset, seed)
+    x, y = x[index], y[index]
+    described = f"{data.name}/{split} n={len(x)}"
+    if len(x) < total:
+        described += f" of {total} (seeded subset, seed={seed})"
+    out = EvalData(x=x, y=y, task=data.task, bn_x=data.train_x)
+    return out, f"{described} sha256={_data_hash(x, y)}"
+
+
+def _data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for t in (x, y):
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _make_evaluator(model: nn.Module, data: Any, bn: str, device: Any, options: dict) -> Any:
+    """Build the evaluator (a separate function so tests can substitute a reference one)."""
+    from lossurf.surface.evaluate import Evaluator
+
+    return Evaluator(model, data, bn=bn, device=device, **options)
+
+
+def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    states = [as_state(p) for p in points.values()]
+    check_compatible([as_state(model)] + states, ["the model"] + list(points))
+    return states
+
+
+def _run(
+    model: nn.Module,
+    anchors: list[dict[str, torch.Tensor]],
+    grid: Grid,
+    data: Any,
+    *,
+    labels: Sequence[str],
+    bn: str,
+    split: str,
+    subset: int | None,
+    seed: int,
+    reference: StateDict | nn.Module | None,
+    store: str | Path | None,
+    device: Any,
+    attrs: dict | None,
+    chunk_points: int,
+    backend: Backend | None,
+    progress: bool,
+    options: dict,
+) -> xr.Dataset:
+    ref = None
+    if reference is not None:
+        ref = as_state(reference)
+        check_compatible([as_state(model), ref], ["the model", "reference"])
+    data, described = eval_data(data, split=split, subset=subset, seed=seed)
+    evaluator = _make_evaluator(model, data, bn, device, options)
+    extra = {"anchor_labels": list(labels), "bn": bn, "data": described}
+    extra.update(attrs or {})
+    return compute_surface(
+        evaluator, anchors, grid, store=store, reference=ref, attrs=extra,
+        chunk_points=chunk_points, backend=backend, progress=progress,
+    )
+
+
+def line(
+    model: nn.Module,
+    start: StateDict | nn.Module,
+    end: StateDict | nn.Module,
+    data: Any,
+    *,
+    alphas: Sequence[float] | np.ndarray | None = None,
+    range: tuple[float, float] = (0.0, 1.0),
+    steps: int = 21,
+    bn: str = "recompute",
+    split: str = "test",
+    subset: int | None = None,
+    seed: int = 0,
+    reference: StateDict | nn.Module | None = None,
+    store: str | Path | None = None,
+    device: Any = None,
+    attrs: dict | None = None,
+    chunk_points: int = 32,
+    backend: Backend | None = None,
+    progress: bool = True,
+    **evaluator_options: Any,
+) -> xr.Dataset:
+    """Loss and accuracy along ``theta(alpha) = (1 - alpha) * start + alpha * end``.
+
+    alpha = 0 is ``start`` (the CLI's ``--from``), alpha = 1 is ``end`` (``--to``); a range
+    past [0, 1] extrapolates (paper eq. 2, Fig. 10).
+
+    Args:
+        model: the architecture (never modified).
+        start, end: the end points' state dicts.
+        data: an ``EvalData`` or a ``lossurf.data.Dataset`` (see :func:`eval_data`).
+        alphas: explicit alpha values; override ``range``/``steps``.
+        range: alpha range (default (0, 1)).
+        steps: number of alphas (default 21, at least 2).
+        bn: batch-norm policy: ``recompute`` (default), ``interpolate`` or ``batch``.
+        split, subset, seed: which examples (see :func:`eval_data`).
+        reference: also compute ``fdist`` and ``disagreement`` from this weight vector.
+        store: zarr store path (resumable); None keeps results in memory.
+        device: where to evaluate (default: the evaluator's choice).
+        attrs: extra provenance (runs, checkpoints) for the Dataset's attrs.
+        chunk_points, backend, progress: see :func:`~lossurf.surface.store.compute_surface`.
+        **evaluator_options: passed to ``Evaluator`` (batch size, strategy, ...).
+
+    Returns:
+        A Dataset over ``alpha`` with ``loss``, ``accuracy`` (and ``fdist``,
+        ``disagreement`` with a reference).
+    """
+    anchors = _states(model, {"start": start, "end": end})
+    grid = line_grid(alphas, range=range, steps=steps)
+    return _run(
+        model, anchors, grid, data, labels=("start", "end"), bn=bn, split=split, subset=subset,
+        seed=seed, reference=reference, store=store, device=device, attrs=attrs,
+        chunk_points=chunk_points, backend=backend, progress=progress, options=evaluator_options,
+    )
+
+
+def distance_along(
+    model: nn.Module,
+    reference: StateDict | nn.Module,
+    start: StateDict | nn.Module,
+    end: StateDict | nn.Module,
+    data: Any,
+    **options: Any,
+) -> xr.Dataset:
+    """Functional distance and disagreement from ``reference`` to every point of a line.
+
+    The paper's Table 1 upper triangle uses ``reference = start``: the distance from the
+    first minimum to the networks between it and the second. Takes the options of
+    :func:`line`; returns its Dataset, which then holds ``fdist`` and ``disagreement``.
+    """
+    return line(model, start, end, data, reference=reference, **options)
+
+
+def basin(
+    model: nn.Module,
+    minimum: StateDict | nn.Module,
+    init: StateDict | nn.Module,
+    data: Any,
+    *,
+    distances: Sequence[float] | np.ndarray | None = None,
+    max_distance: float | None = None,
+    min_distance: float | None = None,
+    steps: int = 41,
+    bn: str = "recompute",
+    split: str = "test",
+    subset: int | None = None,
+    seed: int = 0,
+    store: str | Path | None = None,
+    device: Any = None,
+    attrs: dict | None = None,
+    chunk_points: int = 32,
+    backend: Backend | None = None,
+    progress: bool = True,
+    **evaluator_options: Any,
+) -> xr.Dataset:
+    """The basin profile ``theta(l) = minimum + l * (init - minimum) / ||init - minimum||``.
+
+    Paper eq. 1 (Fig. 6): lambda is an absolute weight-space distance over the model's
+    parameters; lambda = 0 is the minimum, lambda = ``attrs['geometry_init_distance']`` the
+    initialization.
+
+    Args:
+        model, data, bn, split, subset, seed, store, device, attrs, chunk_points, backend,
+            progress, evaluator_options: as in :func:`line`.
+        minimum: the trained weights (``theta1``).
+        init: the initialization (``theta0``).
+        distances: explicit lambda values; override the range.
+        max_distance: largest lambda (default 1.5 times the distance to the init).
+        min_distance: smallest lambda (default ``-0.25 * max_distance``).
+        steps: number of lambdas (default 41).
+
+    Returns:
+        A Dataset over ``lambda``.
+    """
+    anchors = _states(model, {"minimum": minimum, "init": init})
+    d = distance(anchors[0], anchors[1], moving_keys(model))
+    grid = basin_grid(d, distances, max_distance=max_distance, min_distance=min_distance, steps=steps)
+    return _run(
+        model, anchors, grid, data, labels=("minimum", "init"), bn=bn, split=split,
+        subset=subset, seed=seed, reference=None, store=store, device=device, attrs=attrs,
+        chunk_points=chunk_points, backend=backend, progress=progress, options=evaluator_options,
+    )
+
+
+def plane(
+    model: nn.Module,
+    points: Sequence[StateDict | nn.Module],
+    data: Any,
+    *,
+    kind: str = "barycentric",
+    steps: int = 21,
+    margin: float = 0.2,
+    range: tuple[float, float] = (0.0, 1.0),
+    bn: str = "recompute",
+    split: str = "test",
+    subset: int | None = None,
+    seed: int = 0,
+    reference: StateDict | nn.Module | None = None,
+    store: str | Path | None = None,
+    device: Any = None,
+    attrs: dict | None = None,
+    chunk_points: int = 32,
+    backend: Backend | None = None,
+    progress: bool = True,
+    **evaluator_options: Any,
+) -> xr.Dataset:
+    """Loss over a plane of weight vectors.
+
+    Kinds: ``barycentric`` (3 points, paper eqs. 6-8, dims ``alpha, beta``), ``bilinear``
+    (4 points, eqs. 3-5, dims ``alpha, beta``), ``affine`` (3 points, orthonormal coordinates
+    ``x, y`` in units of weight-space distance, extended by ``margin``; the anchors' positions
+    are in attrs ``geometry_anchor_x``/``geometry_anchor_y``).
+
+    Args:
+        points: the weight vectors (3 or 4, by kind).
+        kind: ``barycentric`` (default), ``bilinear`` or ``affine``.
+        steps: points per axis (default 21).
+        margin: affine only: extension past the anchors, as a fraction of the extent (0.2).
+        range: barycentric and bilinear only: range of alpha and beta (default (0, 1)).
+        Others: as in :func:`line`.
+
+    Returns:
+        A Dataset over the plane's two coordinates.
+    """
+    if kind not in PLANE_KINDS:
+        raise LossurfError(f"unknown plane kind {kind!r}; choose one of {sorted(PLANE_KINDS)}")
+    points = list(points)
+    if len(points) != PLANE_KINDS[kind]:
+        raise LossurfError(
+            f"a {kind} plane needs exactly {PLANE_KINDS[kind]} points, got {len(points)}"
+        )
+    labels = [f"p{i}" for i in np.arange(len(points))]  # `range` is shadowed here
+    anchors = _states(model, dict(zip(labels, points)))
+    if kind == "bilinear":
+        grid = bilinear_grid(steps=steps, range=range)
+    elif kind == "barycentric":
+        grid = barycentric_grid(steps=steps, range=range)
+    else:
+        basis = affine_basis(anchors, moving_keys(model))
+        grid = affine_grid(basis["x"], basis["y"], steps=steps, margin=margin)
+    return _run(
+        model, anchors, grid, data, labels=labels, bn=bn, split=split, subset=subset, seed=seed,
+        reference=reference, store=store, device=device, attrs=attrs, chunk_points=chunk_points,
+        backend=backend, progress=progress, options=evaluator_options,
+    )
+
+
+def functional_distance(
+    model: nn.Module,
+    a: StateDict | nn.Module,
+    b: StateDict | nn.Module,
+    data: Any,
+    *,
+    bn: str = "recompute",
+    split: str = "test",
+    subset: int | None = None,
+    seed: int = 0,
+    device: Any = None,
+    **evaluator_options: Any,
+) -> dict[str, float]:
+    """Functional distance and label disagreement between two weight vectors (paper eq. 4.1).
+
+    ``fdist = sqrt(mean_i ||softmax(F(x_i, a)) - softmax(F(x_i, b))||^2)`` and
+    ``disagreement`` is the fraction of examples whose predicted labels differ.
+
+    Returns:
+        ``{"fdist": float, "disagreement": float}``.
+    """
+    anchors = _states(model, {"a": a, "b": b})
+    data, _ = eval_data(data, split=split, subset=subset, seed=seed)
+    evaluator = _make_evaluator(model, data, bn, device, evaluator_options)
+    out = evaluator.evaluate([anchors[1]], np.ones((1, 1)), reference=anchors[0])
+    return {k: float(np.asarray(out[k]).reshape(-1)[0]) for k in ("fdist", "disagreement")}
