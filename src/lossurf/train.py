@@ -143,7 +143,7 @@ def train_epoch(
             return loss
 
         loss = optimizer.step(closure)
-        value = float(loss)
+        value = float(loss.detach())
         steps += 1
         if not math.isfinite(value):
             return EpochStats(value, evaluations, diverged=True)
