@@ -241,7 +241,7 @@ def basin(
         init: the initialization (``theta0``).
         distances: explicit lambda values; override the range.
         max_distance: largest lambda (default 1.5 times the distance to the init).
-        min_distance: smallest lambda (default ``-0.25 * max_distance``).
+        min_distance: smallest lambda (default ``-max_distance / 3``).
         steps: number of lambdas (default 41).
 
     Returns:

@@ -170,7 +170,8 @@ def basin_grid(
         init_distance: ``D``, the distance from the minimum to the initialization (> 0).
         distances: explicit lambda values; overrides the range.
         max_distance: largest lambda (default ``1.5 * D``).
-        min_distance: smallest lambda (default ``-0.25 * max_distance``).
+        min_distance: smallest lambda (default ``-max_distance / 3``, so the default range
+            is ``(-D/2, 3D/2)``).
         steps: number of lambdas (default 41).
 
     Returns:
@@ -183,7 +184,8 @@ def basin_grid(
             "different, finite weight vectors"
         )
     high = 1.5 * d if max_distance is None else float(max_distance)
-    low = -0.25 * high if min_distance is None else float(min_distance)
+    # -max/3: by default (-D/2, 3D/2), where 41 steps put nodes at exactly 0 and D
+    low = -high / 3.0 if min_distance is None else float(min_distance)
     lam = check_values(distances, (low, high), steps, "lambda", landmarks=(0.0, d))
     t = lam / d
     coef = np.stack([1.0 - t, t], axis=-1)

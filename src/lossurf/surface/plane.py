@@ -134,8 +134,8 @@ def affine_basis(points: Sequence[StateDict], keys: Sequence[str]) -> dict:
     c = float(d2 @ e1)
     u = d2 - c * e1
     h = float(torch.linalg.vector_norm(u))
-    # Collinear points span no plane; the threshold is relative to the points' spread.
-    if h <= 1e-12 * max(n1, float(torch.linalg.vector_norm(d2))):
+    # Collinear points span no plane; relative threshold above float32 checkpoint rounding.
+    if h <= 1e-6 * max(n1, float(torch.linalg.vector_norm(d2))):
         raise LossurfError(
             "the three points are collinear, so they span no plane; pick three points that are "
             "not on one line (or use the line command)"
