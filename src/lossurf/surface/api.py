@@ -40,16 +40,16 @@ PLANE_KINDS = PLANE_POINTS
 
 
 def eval_data(
-    data: Any, *, split: str = "test", subset: int | None = None, seed: int = 0
+    data: Any, *, split: str = "train", subset: int | None = None, seed: int = 0
 ) -> tuple[Any, str]:
     """Turn a data source into the evaluator's ``EvalData`` and a description for attrs.
 
     Args:
         data: an ``EvalData`` (used as is) or a :class:`lossurf.data.Dataset`.
-        split: ``test`` or ``train`` (Dataset only; default ``test``). Batch-norm statistics
-            are always re-estimated from the training inputs.
+        split: ``train`` or ``test`` (Dataset only; default ``train``). Batch-norm statistics
+            are re-estimated from a fixed, seeded subset of the training inputs.
         subset: evaluate a fixed, seeded subset of this many examples (default all).
-        seed: the subset's seed (default 0).
+        seed: the subsets' seed (default 0).
 
     Returns:
         ``(EvalData, description)``; the description names the data and hashes its content.
@@ -57,26 +57,20 @@ def eval_data(
     from lossurf.surface.evaluate import EvalData
 
     if isinstance(data, EvalData):
-        digest = _data_hash(data.x, data.y)
-        return data, f"custom n={len(data.x)} sha256={digest}"
+        return data, f"custom n={len(data.x)} sha256={_data_hash(data.x, data.y)}"
     if not isinstance(data, Dataset):
         raise LossurfError(
             f"data must be a lossurf EvalData or a lossurf.data.Dataset, got "
             f"{type(data).__name__}; wrap tensors as EvalData(x=..., y=..., task=...)"
         )
-    if split not in ("train", "test"):
-        raise LossurfError(f"unknown split {split!r}; choose 'train' or 'test'")
-    x, y = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
-    total = len(x)
-    if subset is not None and subset < 1:
-        raise LossurfError(f"subset must be at least 1 example, got {subset}")
-    index = seeded_subset(total, subset, seed)
-    x, y = x[index], y[index]
-    described = f"{data.name}/{split} n={len(x)}"
-    if len(x) < total:
+    if subset is not None and (isinstance(subset, bool) or subset < 1):
+        raise LossurfError(f"subset must be at least 1 example, got {subset!r}")
+    out = EvalData.from_dataset(data, split=split, subset=subset, seed=seed)
+    total = len(data.test_x if split == "test" else data.train_x)
+    described = f"{data.name}/{split} n={len(out.x)}"
+    if len(out.x) < total:
         described += f" of {total} (seeded subset, seed={seed})"
-    out = EvalData(x=x, y=y, task=data.task, bn_x=data.train_x)
-    return out, f"{described} sha256={_data_hash(x, y)}"
+    return out, f"{described} sha256={_data_hash(out.x, out.y)}"
 
 
 def _data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -143,7 +137,7 @@ def line(
     range: tuple[float, float] = (0.0, 1.0),
     steps: int = 21,
     bn: str = "recompute",
-    split: str = "test",
+    split: str = "train",
     subset: int | None = None,
     seed: int = 0,
     reference: StateDict | nn.Module | None = None,
@@ -168,7 +162,8 @@ def line(
         range: alpha range (default (0, 1)).
         steps: number of alphas (default 21, at least 2).
         bn: batch-norm policy: ``recompute`` (default), ``interpolate`` or ``batch``.
-        split, subset, seed: which examples (see :func:`eval_data`).
+        split, subset, seed: which examples (see :func:`eval_data`; default the training
+            split, whose loss the optimizers minimized).
         reference: also compute ``fdist`` and ``disagreement`` from this weight vector.
         store: zarr store path (resumable); None keeps results in memory.
         device: where to evaluate (default: the evaluator's choice).
@@ -201,8 +196,10 @@ def distance_along(
 
     The paper's Table 1 upper triangle uses ``reference = start``: the distance from the
     first minimum to the networks between it and the second. Takes the options of
-    :func:`line`; returns its Dataset, which then holds ``fdist`` and ``disagreement``.
+    :func:`line` (``split`` defaults to ``test`` here, as in :func:`functional_distance`);
+    returns its Dataset, which then holds ``fdist`` and ``disagreement`` beside the loss.
     """
+    options.setdefault("split", "test")
     return line(model, start, end, data, reference=reference, **options)
 
 
@@ -217,7 +214,7 @@ def basin(
     min_distance: float | None = None,
     steps: int = 41,
     bn: str = "recompute",
-    split: str = "test",
+    split: str = "train",
     subset: int | None = None,
     seed: int = 0,
     store: str | Path | None = None,
@@ -267,7 +264,7 @@ def plane(
     margin: float = 0.2,
     range: tuple[float, float] = (0.0, 1.0),
     bn: str = "recompute",
-    split: str = "test",
+    split: str = "train",
     subset: int | None = None,
     seed: int = 0,
     reference: StateDict | nn.Module | None = None,
@@ -336,7 +333,9 @@ def functional_distance(
     """Functional distance and label disagreement between two weight vectors (paper eq. 4.1).
 
     ``fdist = sqrt(mean_i ||softmax(F(x_i, a)) - softmax(F(x_i, b))||^2)`` and
-    ``disagreement`` is the fraction of examples whose predicted labels differ.
+    ``disagreement`` is the fraction of examples whose predicted labels differ. Like the
+    paper, it is measured on held-out data: ``split`` defaults to ``test`` here (the surface
+    functions default to ``train``, the loss being minimized).
 
     Returns:
         ``{"fdist": float, "disagreement": float}``.
