@@ -45,7 +45,9 @@ def _write_bin(folder, batches) -> None:
                 f.write(bytes([int(label)]) + image.tobytes())  # CHW order, row-major
 
 
-def _write_py(folder, batches, protocol: int = 2) -> None:
+def _write_py(folder, batches, protocol: int | str = 2) -> None:
+    """Pickled dicts; protocol "numpy1" renames the numpy 2 globals to the numpy 1.x names that
+    the official files (written by Python 2 and numpy 1.x) use."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, (images, labels) in batches.items():
         batch = {
@@ -54,8 +56,11 @@ def _write_py(folder, batches, protocol: int = 2) -> None:
             b"data": images.reshape(len(images), -1),
             b"filenames": [f"img_{i}.png".encode() for i in range(len(images))],
         }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=protocol)
+        blob = pickle.dumps(batch, protocol=2 if protocol == "numpy1" else protocol)
+        if protocol == "numpy1":
+            assert b"cnumpy._core.multiarray\n" in blob
+            blob = blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+        (folder / name).write_bytes(blob)
 
 
 def _expected(batches):
@@ -76,6 +81,7 @@ def _expected(batches):
         ("py", "cifar-10-batches-py", 2),
         ("py", None, 4),
         ("py", "cifar-10-batches-py", 5),
+        ("py", "cifar-10-batches-py", "numpy1"),
     ],
 )
 def test_loaded_values_equal_written_images(tmp_path, layout, child, protocol):
@@ -89,8 +95,8 @@ def test_loaded_values_equal_written_images(tmp_path, layout, child, protocol):
     train_x, train_y, test_x, test_y = _expected(batches)
     assert data.train_x.dtype == torch.float32 and data.train_x.shape == (100, 3, 32, 32)
     assert data.test_x.shape == (20, 3, 32, 32) and data.train_y.dtype == torch.int64
-    np.testing.assert_allclose(data.train_x.numpy(), train_x, rtol=0, atol=2e-5)
-    np.testing.assert_allclose(data.test_x.numpy(), test_x, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(data.train_x.numpy(), train_x, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(data.test_x.numpy(), test_x, rtol=0, atol=1e-6)
     assert data.train_y.tolist() == train_y.tolist() and data.test_y.tolist() == test_y.tolist()
     assert data.num_classes == 10 and data.task == "classification" and data.augment is None
     assert data.meta["layout"] == layout
@@ -113,7 +119,8 @@ def test_max_train_and_max_test_keep_seeded_subsets(tmp_path):
     spec = DataSpec(name="cifar10", data_dir=tmp_path, max_train=7, max_test=5, split_seed=4)
     part = load(spec)
     idx = seeded_subset(100, 7, 4)
-    assert torch.equal(part.train_x, full.train_x[idx]) and torch.equal(part.train_y, full.train_y[idx])
+    assert torch.equal(part.train_x, full.train_x[idx])
+    assert torch.equal(part.train_y, full.train_y[idx])
     assert part.test_x.shape[0] == 5 and torch.equal(load(spec).train_x, part.train_x)
 
 
@@ -142,7 +149,12 @@ def test_restricted_unpickler_refuses_foreign_globals(tmp_path, payload):
 
 
 def _message_checks():
-    return r"(?s)cifar-10-batches-bin.*data_batch_1\.bin.*test_batch\.bin.*cifar-10-batches-py.*data_batch_1 .*test_batch.*https://www\.cs\.toronto\.edu/~kriz/cifar\.html"
+    """The one message: both layouts' files and the download page."""
+    return (
+        r"(?s)cifar-10-batches-bin.*data_batch_1\.bin.*test_batch\.bin"
+        r".*cifar-10-batches-py.*data_batch_1 .*test_batch"
+        r".*https://www\.cs\.toronto\.edu/~kriz/cifar\.html"
+    )
 
 
 def test_missing_directory_or_data_dir(tmp_path):

@@ -49,7 +49,8 @@ def test_stratified_split_sizes_and_partition(data):
     # Train and test together are exactly the embedded data set, each image once.
     train = _raw_pixels(data.train_x, data.meta)
     test = _raw_pixels(data.test_x, data.meta)
-    joined = _row_multiset(np.concatenate([train, test]), np.concatenate([data.train_y, data.test_y]))
+    labels = np.concatenate([data.train_y, data.test_y])
+    joined = _row_multiset(np.concatenate([train, test]), labels)
     assert joined == _row_multiset(RAW.data.astype(np.int64), LABELS)
 
 
@@ -93,7 +94,8 @@ def test_registry_and_errors():
     assert names() == sorted(DATASETS) == ["cifar10", "digits", "ptb", "synthetic-text"]
     with pytest.raises(LossurfError, match=r"unknown data set 'mnist'; choose one of \['cifar10'"):
         load(DataSpec(name="mnist"))
-    with pytest.raises(LossurfError, match=r"unknown option\(s\) \['tets_fraction'\].*test_fraction"):
+    unknown = r"unknown option\(s\) \['tets_fraction'\].*test_fraction"
+    with pytest.raises(LossurfError, match=unknown):
         load(DataSpec(name="digits", options={"tets_fraction": 0.3}))
     with pytest.raises(LossurfError, match="data set 'digits' has no augmentation; set augment"):
         load(DataSpec(name="digits", augment=True))

@@ -95,7 +95,8 @@ def test_ptb_undecodable_file_and_unknown_option(tmp_path):
     (tmp_path / "ptb.test.txt").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(LossurfError, match="ptb.test.txt cannot be read"):
         load(DataSpec(name="ptb", data_dir=tmp_path, bptt=3))
-    with pytest.raises(LossurfError, match=r"unknown option\(s\) \['lowercase'\].*valid options: none"):
+    unknown = r"unknown option\(s\) \['lowercase'\].*valid options: none"
+    with pytest.raises(LossurfError, match=unknown):
         load(DataSpec(name="ptb", data_dir=tmp_path, options={"lowercase": True}))
     with pytest.raises(LossurfError, match="has no augmentation"):
         load(DataSpec(name="ptb", data_dir=tmp_path, augment=True))

@@ -46,7 +46,7 @@ def _ndarray_reconstruct() -> Any:
 
 
 def _frombuffer() -> Any:
-    core = getattr(np, "_core", None) or np.core  # pragma: no branch
+    core = getattr(np, "_core", None) or np.core  # numpy 2.x, else 1.x
     return core.numeric._frombuffer
 
 
@@ -239,12 +239,14 @@ def load_cifar10(spec: DataSpec) -> Dataset:
             _expected_message(spec.data_dir, "a colour channel is constant over all images")
         )
 
-    def tensors(images: np.ndarray, labels: np.ndarray, keep: int | None):
+    def tensors(
+        images: np.ndarray, labels: np.ndarray, keep: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         idx = seeded_subset(len(images), keep, spec.split_seed).numpy()
-        x = (images[idx].astype(np.float32) - mean[:, None, None].astype(np.float32)) / std[
-            :, None, None
-        ].astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(labels[idx])
+        x = images[idx].astype(np.float32)
+        x -= mean.astype(np.float32)[:, None, None]  # in place: 50000 images are 600 MB
+        x /= std.astype(np.float32)[:, None, None]
+        return torch.from_numpy(x), torch.from_numpy(labels[idx])
 
     train_x, train_t = tensors(train_u8, train_y, spec.max_train)
     test_x, test_t = tensors(test_u8, test_y, spec.max_test)

@@ -74,7 +74,9 @@ def encode(tokens: list[str], vocab: list[str], split: str = "text") -> torch.Te
     return torch.tensor([index.get(t, unk) for t in tokens], dtype=torch.int64)
 
 
-def bptt_chunks(ids: torch.Tensor, bptt: int, split: str = "text") -> tuple[torch.Tensor, torch.Tensor]:
+def bptt_chunks(
+    ids: torch.Tensor, bptt: int, split: str = "text"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut a 1-D token stream into independent ``(x, y)`` sequences of length ``bptt``.
 
     Args:
