@@ -181,3 +181,24 @@ def test_backend_registry():
     assert list(LocalBackend().map(lambda v: v * 2, [1, 2])) == [2, 4]
     with pytest.raises(LossurfError, match=r"unknown backend 'mpi'; choose one of \['local'"):
         make_backend("mpi")
+
+
+def test_work_items_and_task_pickle(setup):
+    import pickle
+
+    from lossurf.surface.store import ChunkTask
+
+    model, anchors, x, y = setup
+    grid = line_grid(steps=4)
+    task = ChunkTask(NaiveEvaluator(model, x, y), tuple(anchors[:2]), grid.flat_coefficients())
+    item = (1, np.array([2, 3]))
+    index, points, values = pickle.loads(pickle.dumps(task))(pickle.loads(pickle.dumps(item)))
+    assert index == 1 and points.tolist() == [2, 3] and values["loss"].shape == (2,)
+    np.testing.assert_array_equal(values["loss"], task(item)[2]["loss"])
+
+
+def test_store_in_a_new_nested_folder(setup, tmp_path):
+    model, anchors, x, y = setup
+    path = tmp_path / "a" / "b" / "line.zarr"
+    compute_surface(NaiveEvaluator(model, x, y), anchors[:2], line_grid(steps=3), store=path, progress=False)
+    assert bool(xr.open_zarr(path).computed.all())

@@ -205,8 +205,11 @@ def compute_surface(
             refused. None keeps everything in memory.
         reference: with a reference, the evaluator also returns ``fdist`` and
             ``disagreement`` from it.
-        attrs: provenance added to the Dataset's attrs (end points' runs and checkpoints,
-            ``data``, ...); ``data`` and ``bn`` take part in the resume check.
+        attrs: provenance added to the Dataset's attrs, e.g. ``anchor_labels`` (``["init",
+            "adam:epoch=10"]``), ``anchor_checkpoints``, ``anchor_file_hashes``, ``data`` (a
+            description of the evaluated examples), ``bn``; ``data`` and ``bn`` take part in
+            the resume check. Anchor content hashes (``anchor_hashes``, sha256 of each state
+            dict) and the grid's fingerprint are always added.
         chunk_points: grid points per chunk (rounded to whole rows of the first dim).
         backend: runs the chunks (default :class:`~lossurf.backends.LocalBackend`).
         progress: show a rich progress bar.
@@ -241,7 +244,7 @@ def compute_surface(
     memory: dict[str, np.ndarray] = {}
     backend = backend if backend is not None else LocalBackend()
     items = [(i, chunks[i]) for i in todo]
-    with _progress_bar(progress, sum(len(chunks[i]) for i in todo), grid.kind) as advance:
+    with _ProgressBar(progress, sum(len(chunks[i]) for i in todo), grid.kind) as advance:
         for _, points, values in backend.map(task, items):
             if path is not None:
                 if group is None:
@@ -264,7 +267,7 @@ def compute_surface(
     return result.drop_vars("computed")
 
 
-class _progress_bar:
+class _ProgressBar:
     """A rich progress bar over grid points (a no-op when disabled)."""
 
     def __init__(self, enabled: bool, total: int, label: str):
@@ -274,11 +277,12 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled or self.total == 0:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         self._bar = Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeRemainingColumn(), transient=False,
+            "points", TimeRemainingColumn(), console=Console(stderr=True),
         )
         self._bar.__enter__()
         task = self._bar.add_task(f"{self.label} surface", total=self.total)
