@@ -1,0 +1,316 @@
+"""The batched surface evaluator: loss, accuracy, functional distance at many weight vectors.
+
+Every path and plane of the paper is an affine combination of a few anchor weight vectors, so
+the evaluator only knows one form: point p is ``theta_p = sum_a c[p, a] * anchors[a]`` applied
+to every floating-point parameter (BN running statistics follow the BN policy, integer buffers
+are anchor 0's). The user's model is never mutated: the evaluator works on an internal copy.
+
+Strategies (see :mod:`lossurf.surface.runners`): ``loop`` runs one point at a time on a rewritten
+copy (channels-last, BN folded into convolutions, the first layer computed once per anchor,
+optional ``torch.compile``): what wins on CPU, where vmap over conv weights becomes slow
+grouped convolutions. ``vmap`` runs K points per pass, which removes the launch-bound cost of
+small models on a GPU. ``auto`` picks ``vmap`` on CUDA and ``loop`` elsewhere.
+
+References:
+    Im, Tao, Branson (2016), "An Empirical Analysis of Deep Network Loss Surfaces", eq. 4.1
+    (functional distance) and appendix A.1 (interpolations).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lossurf.data.base import seeded_subset
+from lossurf.errors import LossurfError
+from lossurf.surface.batchnorm import BN_POLICIES, BNPolicy, batchnorm_modules
+from lossurf.surface.fastpath import compiler_available
+from lossurf.surface.runners import LoopRunner, VmapRunner
+
+if TYPE_CHECKING:
+    from lossurf.data.base import Dataset
+
+__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES"]
+
+#: Evaluation strategies, with what each means.
+STRATEGIES: dict[str, str] = {
+    "auto": "vmap on CUDA, loop elsewhere",
+    "loop": "one point at a time on a rewritten, channels-last, optionally compiled copy",
+    "vmap": "K points per pass with torch.vmap over functional_call",
+}
+TASKS = ("classification", "language_model")
+#: Auto-compile on CPU when a call evaluates at least this many example-forwards (compilation
+#: takes tens of seconds on two cores, so it must be amortised).
+COMPILE_MIN_WORK = 400_000
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """What the evaluator runs on.
+
+    Attributes:
+        x: evaluation inputs (a subset already applied).
+        y: targets: class ids ``[N]`` or next-token ids ``[N, T]``.
+        task: ``classification`` or ``language_model``.
+        bn_x: training inputs for re-estimating BN statistics (policy ``recompute``).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: Literal["classification", "language_model"]
+    bn_x: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise LossurfError(f"unknown task {self.task!r}; use one of: {', '.join(TASKS)}")
+        if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
+            raise LossurfError("EvalData needs tensors x and y; convert them with torch.as_tensor")
+        if len(self.x) != len(self.y) or len(self.x) == 0:
+            raise LossurfError(f"EvalData has {len(self.x)} inputs and {len(self.y)} targets; "
+                               "pass the same, non-zero number of each")
+        if self.y.is_floating_point():
+            raise LossurfError("EvalData targets must be integer class or token ids; "
+                               "convert them with y.long()")
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, split: Literal["train", "test"] = "train",
+                     subset: int | None = None, seed: int = 0, bn_examples: int = 1024) -> EvalData:
+        """Evaluation data from a :class:`~lossurf.data.Dataset`.
+
+        Args:
+            dataset: the data set.
+            split: which split to evaluate on (default ``train``).
+            subset: evaluate on a fixed seeded subset of this many examples (default: all).
+            seed: seed of the subsets (default 0).
+            bn_examples: training examples for re-estimating BN statistics, a fixed seeded
+                subset (default 1024; 0 for none).
+        """
+        if split not in ("train", "test"):
+            raise LossurfError(f"unknown split {split!r}; use 'train' or 'test'")
+        x, y = (dataset.train_x, dataset.train_y) if split == "train" else (dataset.test_x, dataset.test_y)
+        idx = seeded_subset(len(x), subset, seed)
+        bn_x = None
+        if bn_examples > 0:
+            bn_x = dataset.train_x[seeded_subset(len(dataset.train_x), bn_examples, seed)]
+        return cls(x[idx], y[idx], dataset.task, bn_x)
+
+
+def _check_state(sd: object, what: str, shapes: dict[str, torch.Size]) -> None:
+    if not isinstance(sd, Mapping):
+        raise LossurfError(f"{what} is a {type(sd).__name__}, not a state dict; pass model.state_dict()")
+    missing = [k for k in shapes if k not in sd]
+    extra = [k for k in sd if k not in shapes]
+    if missing or extra:
+        raise LossurfError(
+            f"{what} does not match the model's architecture (missing keys: {missing[:5]}, "
+            f"unexpected keys: {extra[:5]}); pass weights saved from the same architecture")
+    for k, shape in shapes.items():
+        t = sd[k]
+        if not isinstance(t, torch.Tensor) or t.shape != shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise LossurfError(f"{what}[{k!r}] has shape {got}, the model's has {tuple(shape)}; "
+                               "pass weights saved from the same architecture")
+
+
+def _batch_sums(logits: torch.Tensor, y: torch.Tensor, ref: tuple | None) -> torch.Tensor:
+    """``[K, 4]`` float64 sums over the batch: loss, correct, squared distance, disagreements."""
+    k, v = logits.shape[0], logits.shape[-1]
+    flat = logits.reshape(k, -1, v).float()
+    target = y.reshape(1, -1, 1).expand(k, -1, 1)
+    logp = F.log_softmax(flat, dim=-1)
+    pred = flat.argmax(-1)
+    out = torch.zeros(k, 4, dtype=torch.float64, device=logits.device)
+    out[:, 0] = -logp.gather(2, target).squeeze(-1).sum(1, dtype=torch.float64)
+    out[:, 1] = (pred == y.reshape(1, -1)).sum(1)
+    if ref is not None:
+        probs, ref_pred = ref
+        out[:, 2] = (logp.exp() - probs).square().sum(-1).sum(1, dtype=torch.float64)
+        out[:, 3] = (pred != ref_pred).sum(1)
+    return out
+
+
+class Evaluator:
+    """Loss and accuracy of one model at many weight vectors (affine combinations of anchors).
+
+    Args:
+        model: the network; never mutated (an internal copy is evaluated).
+        data: the evaluation data.
+        bn: BN policy, ``recompute`` (default), ``interpolate`` or ``batch``.
+        device: where to evaluate (default: the model's device); the data stay there.
+        strategy: ``auto`` (default), ``loop`` or ``vmap``.
+        points_per_pass: K for ``vmap`` (default 8).
+        batch_size: evaluation batch size (default: near 128 on CPU, 1024 on CUDA).
+        compile: ``torch.compile`` the loop's forward (default: when it pays off on CPU).
+        bn_batch_size: batch size of the BN statistics passes (default 128); it is part of the
+            ``recompute`` definition, not a tuning knob.
+        share_first_layer: compute the first layer once per anchor (default: when it pays off).
+        fold_bn: fold eval-mode BN into the preceding layer (default True).
+        channels_last: channels-last layout for image inputs (default: True on CPU).
+    """
+
+    def __init__(self, model: nn.Module, data: EvalData, *, bn: BNPolicy = "recompute",
+                 device: str | torch.device | None = None,
+                 strategy: Literal["auto", "loop", "vmap"] = "auto",
+                 points_per_pass: int | None = None, batch_size: int | None = None,
+                 compile: bool | None = None, bn_batch_size: int = 128,
+                 share_first_layer: bool | None = None, fold_bn: bool = True,
+                 channels_last: bool | None = None) -> None:
+        if bn not in BN_POLICIES:
+            raise LossurfError(f"unknown BN policy {bn!r}; use one of: {', '.join(BN_POLICIES)}")
+        if strategy not in STRATEGIES:
+            raise LossurfError(f"unknown strategy {strategy!r}; use one of: {', '.join(STRATEGIES)}")
+        if not isinstance(data, EvalData):
+            raise LossurfError("data must be an EvalData; build it with EvalData(x, y, task) "
+                               "or EvalData.from_dataset(dataset)")
+        for name, value in (("points_per_pass", points_per_pass), ("batch_size", batch_size),
+                            ("bn_batch_size", bn_batch_size)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise LossurfError(f"{name} must be a positive integer, got {value!r}")
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        self.device = torch.device(device)
+        self.bn, self.task, self.compile = bn, data.task, compile
+        self.strategy = strategy if strategy != "auto" else ("vmap" if self.device.type == "cuda" else "loop")
+        self._auto = strategy == "auto"
+        self._shapes = {k: t.shape for k, t in model.state_dict().items()}
+        has_bn = bool(batchnorm_modules(model))
+        if bn == "recompute" and has_bn and (data.bn_x is None or len(data.bn_x) == 0):
+            raise LossurfError("BN policy 'recompute' needs training inputs: pass EvalData(bn_x=...) "
+                               "(EvalData.from_dataset sets it) or use bn='interpolate'")
+        self.x = data.x.to(self.device)
+        self.y = data.y.to(self.device)
+        self.bn_x = None if data.bn_x is None else data.bn_x.to(self.device)
+        cpu = self.device.type == "cpu"
+        self.batch_size = batch_size or (_near_divisor(len(self.x), 128) if cpu else 1024)
+        self.bn_batch_size = bn_batch_size
+        self.points_per_pass = points_per_pass or 8
+        self.share_first_layer, self.fold_bn = share_first_layer, fold_bn
+        self.channels_last = cpu if channels_last is None else channels_last
+        self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        self._model = model
+        self._runners: dict[str, LoopRunner | VmapRunner] = {}
+
+    def _runner(self, strategy: str) -> LoopRunner | VmapRunner:
+        if strategy not in self._runners:
+            args = (self._model, self.bn, self.device, self.x, self.bn_x, self.batch_size,
+                    self.bn_batch_size)
+            if strategy == "loop":
+                self._runners[strategy] = LoopRunner(*args, channels_last=self.channels_last,
+                                                     fold_bn=self.fold_bn)
+            else:
+                self._runners[strategy] = VmapRunner(*args, self.points_per_pass)
+        return self._runners[strategy]
+
+    def _want_compile(self, points: int) -> bool:
+        if self.compile is not None:
+            return self.compile
+        work = points * (len(self.x) + (len(self.bn_x) if self.bn_x is not None else 0))
+        return (self.device.type == "cpu" and self._has_conv and compiler_available()
+                and work >= COMPILE_MIN_WORK)
+
+    def _run(self, runner, anchors, coeffs, share, compile_, ref, progress):
+        runner.prepare(anchors, share, compile_)
+        sums = torch.zeros(len(coeffs), 4, dtype=torch.float64, device=self.device)
+        slices = runner.eval_slices
+        for start in range(0, len(coeffs), runner.max_points):
+            block = coeffs[start: start + runner.max_points]
+            for i, logits in runner.logits(block):
+                r = None if ref is None else ref[i]
+                sums[start: start + len(block)] += _batch_sums(logits, self.y[slices[i]], r)
+            if progress is not None:
+                progress(len(block))
+        return sums
+
+    def _reference(self, runner, reference) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        runner.prepare([reference], False, False)
+        one = torch.ones(1, 1, device=self.device)
+        ref = []
+        with torch.no_grad():
+            for _, logits in runner.logits(one):
+                flat = logits[0].reshape(-1, logits.shape[-1]).float()
+                ref.append((F.softmax(flat, dim=-1), flat.argmax(-1)))
+        return ref
+
+    def evaluate(self, anchors: Sequence[Mapping[str, torch.Tensor]],
+                 coefficients: torch.Tensor | np.ndarray,
+                 reference: Mapping[str, torch.Tensor] | None = None,
+                 progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """Metrics at the points ``theta_p = sum_a coefficients[p, a] * anchors[a]``.
+
+        Args:
+            anchors: A state dicts of the model's architecture.
+            coefficients: ``[P, A]`` affine weights of the anchors.
+            reference: a state dict; adds ``fdist`` (eq. 4.1) and ``disagreement`` to it.
+            progress: called with the number of points just finished.
+
+        Returns:
+            float64 arrays of length P: ``loss``, ``accuracy`` (``perplexity`` for language
+            models) and, with a reference, ``fdist`` and ``disagreement``.
+        """
+        if isinstance(anchors, Mapping) or not isinstance(anchors, Sequence) or len(anchors) == 0:
+            raise LossurfError("anchors must be a non-empty list of state dicts; "
+                               "wrap a single one as [state_dict]")
+        for a, sd in enumerate(anchors):
+            _check_state(sd, f"anchors[{a}]", self._shapes)
+        if reference is not None:
+            _check_state(reference, "reference", self._shapes)
+        c = np.asarray(coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor)
+                       else coefficients, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != len(anchors) or c.shape[0] == 0:
+            raise LossurfError(f"coefficients have shape {c.shape}; pass an array of shape "
+                               f"[points, {len(anchors)}] (one weight per anchor)")
+        if not np.isfinite(c).all():
+            raise LossurfError("coefficients contain NaN or Inf; pass finite values")
+        coeffs = torch.as_tensor(c, dtype=torch.float32, device=self.device)
+        compile_ = self._want_compile(len(c))
+        strategy = self.strategy
+        try:
+            sums = self._evaluate_with(strategy, anchors, coeffs, compile_, reference, progress)
+        except LossurfError:
+            raise
+        except Exception as exc:
+            if not (self._auto and strategy == "vmap"):
+                raise
+            warnings.warn(f"vmap evaluation failed ({type(exc).__name__}: {exc}); using the loop "
+                          "strategy", RuntimeWarning, stacklevel=2)
+            self.strategy = "loop"
+            sums = self._evaluate_with("loop", anchors, coeffs, compile_, reference, progress)
+        sums = sums.cpu().numpy()
+        count = self.y.numel()
+        result = {"loss": sums[:, 0] / count, "accuracy": sums[:, 1] / count}
+        if self.task == "language_model":
+            result["perplexity"] = np.exp(result["loss"])
+        if reference is not None:
+            result["fdist"] = np.sqrt(sums[:, 2] / count)
+            result["disagreement"] = sums[:, 3] / count
+        return result
+
+    def _evaluate_with(self, strategy, anchors, coeffs, compile_, reference, progress):
+        runner = self._runner(strategy)
+        ref = None if reference is None else self._reference(runner, reference)
+        share = False
+        if isinstance(runner, LoopRunner):
+            share = (runner.should_share(len(anchors)) if self.share_first_layer is None
+                     else self.share_first_layer)
+        return self._run(runner, anchors, coeffs, share, compile_, ref, progress)
+
+
+def _near_divisor(n: int, target: int) -> int:
+    """A batch size near ``target`` that splits ``n`` evenly if one is close (so a compiled
+    forward sees one shape), else ``target``."""
+    if n <= target + target // 4:
+        return n
+    for delta in range(0, target // 4 + 1):
+        for b in (target + delta, target - delta):
+            if n % b == 0:
+                return b
+    return target if n % target == 0 or math.ceil(n / target) > 1 else n
