@@ -147,10 +147,11 @@ def _check_options(name: str, factory: Callable[..., nn.Module], opts: Mapping[s
 def resolve_options(
     name: str, data_options: Mapping[str, Any], options: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Merge what the data decides with the user's options, for a spec that rebuilds alone.
+    """Merge the user's options with what the data decides, for a spec that rebuilds alone.
 
     Data options (``Dataset.model_options()``) that model ``name`` does not take are dropped
-    (an LSTM has no ``in_channels``); the user's options win over the data's.
+    (an LSTM has no ``in_channels``, a CNN no ``in_features``); those it takes override the
+    user's, since a model with the wrong number of classes or channels cannot run on the data.
 
     Args:
         name: a registered model.
@@ -159,10 +160,13 @@ def resolve_options(
 
     Returns:
         The merged options, to store in the resolved ``ModelSpec``.
+
+    Raises:
+        LossurfError: ``name`` is not a registered model.
     """
     accepted = _parameters(_factory(name))
-    merged = {k: v for k, v in data_options.items() if k in accepted}
-    merged.update(options or {})
+    merged = dict(options or {})
+    merged.update({k: v for k, v in data_options.items() if k in accepted})
     return merged
 
 
