@@ -8,7 +8,13 @@ Build any registered optimizer by name::
 """
 
 from lossurf.optim.registry import OPTIMIZERS, RK_OPTIONS, OptimizerEntry, build, names, parse_name
-from lossurf.optim.runge_kutta import MINIBATCH_MODES, TABLEAUS, RungeKutta, Tableau, resolve_tableau
+from lossurf.optim.runge_kutta import (
+    MINIBATCH_MODES,
+    TABLEAUS,
+    RungeKutta,
+    Tableau,
+    resolve_tableau,
+)
 
 __all__ = [
     "OPTIMIZERS",

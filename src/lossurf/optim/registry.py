@@ -44,7 +44,8 @@ class OptimizerEntry:
     def options(self) -> list[str]:
         """Options the user may pass: the class's keyword arguments besides params and lr."""
         sig = inspect.signature(self.cls.__init__)
-        return [n for n in sig.parameters if n not in ("self", "params", "lr") and n not in self.fixed]
+        skip = {"self", "params", "lr", *self.fixed}
+        return [n for n in sig.parameters if n not in skip]
 
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {
@@ -96,7 +97,9 @@ def parse_name(name: str) -> tuple[str, str | None]:
         LossurfError: The name is not registered; the message lists the valid names.
     """
     if not isinstance(name, str):
-        raise LossurfError(f"optimizer name must be a string, got {name!r}; {_valid_names_message()}")
+        raise LossurfError(
+            f"optimizer name must be a string, got {name!r}; {_valid_names_message()}"
+        )
     key = name.strip().lower()
     base, plus, rk = key.partition("+")
     if not plus:

@@ -272,7 +272,7 @@ class RungeKutta(Optimizer):
         out = []
         for p in params:
             buf = self._saved.get(p)
-            if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+            if buf is None or (buf.shape, buf.dtype, buf.device) != (p.shape, p.dtype, p.device):
                 buf = self._saved[p] = torch.empty_like(p, memory_format=torch.preserve_format)
             out.append(buf)
         return out
