@@ -131,14 +131,18 @@ def check_compatible(states: Sequence[StateDict], names: Sequence[str] | None = 
                 )
 
 
-def flatten(state: StateDict, keys: Sequence[str], dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def flatten(
+    state: StateDict, keys: Sequence[str], dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Concatenate ``state[k]`` for ``k`` in ``keys`` into one CPU vector of ``dtype``."""
     if not keys:
         return torch.zeros(0, dtype=dtype)
     return torch.cat([state[k].detach().reshape(-1).to("cpu", dtype) for k in keys])
 
 
-def unflatten(vector: torch.Tensor, like: StateDict, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+def unflatten(
+    vector: torch.Tensor, like: StateDict, keys: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Split a flat vector back into tensors shaped (and typed) like ``like[k]``."""
     sizes = [like[k].numel() for k in keys]
     if sum(sizes) != vector.numel():

@@ -30,7 +30,13 @@ from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
 from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
 from lossurf.surface.paths import Grid, basin_grid, line_grid
-from lossurf.surface.plane import PLANE_POINTS, affine_basis, affine_grid, barycentric_grid, bilinear_grid
+from lossurf.surface.plane import (
+    PLANE_POINTS,
+    affine_basis,
+    affine_grid,
+    barycentric_grid,
+    bilinear_grid,
+)
 from lossurf.surface.store import compute_surface
 
 __all__ = ["line", "basin", "plane", "functional_distance", "distance_along", "eval_data"]
@@ -57,7 +63,7 @@ def eval_data(
     from lossurf.surface.evaluate import EvalData
 
     if isinstance(data, EvalData):
-        return data, f"custom n={len(data.x)} sha256={_data_hash(data.x, data.y)}"
+        return data, f"custom n={len(data.x)} sha256={_data_hash(data.x, data.y, data.bn_x)}"
     if not isinstance(data, Dataset):
         raise LossurfError(
             f"data must be a lossurf EvalData or a lossurf.data.Dataset, got "
@@ -70,18 +76,22 @@ def eval_data(
     described = f"{data.name}/{split} n={len(out.x)}"
     if len(out.x) < total:
         described += f" of {total} (seeded subset, seed={seed})"
-    return out, f"{described} sha256={_data_hash(out.x, out.y)}"
+    return out, f"{described} sha256={_data_hash(out.x, out.y, out.bn_x)}"
 
 
-def _data_hash(x: torch.Tensor, y: torch.Tensor) -> str:
+def _data_hash(*tensors: torch.Tensor | None) -> str:
+    """Short sha256 of the evaluated examples (and BN inputs): part of a store's identity."""
     digest = hashlib.sha256()
-    for t in (x, y):
+    for t in tensors:
+        if t is None:
+            digest.update(b"none")
+            continue
         digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
 def _make_evaluator(model: nn.Module, data: Any, bn: str, device: Any, options: dict) -> Any:
-    """Build the evaluator (a separate function so tests can substitute a reference one)."""
+    """Build the evaluator (imported lazily: ``evaluate`` pulls in the compiled fast paths)."""
     from lossurf.surface.evaluate import Evaluator
 
     return Evaluator(model, data, bn=bn, device=device, **options)
@@ -246,7 +256,9 @@ def basin(
     """
     anchors = _states(model, {"minimum": minimum, "init": init})
     d = distance(anchors[0], anchors[1], moving_keys(model))
-    grid = basin_grid(d, distances, max_distance=max_distance, min_distance=min_distance, steps=steps)
+    grid = basin_grid(
+        d, distances, max_distance=max_distance, min_distance=min_distance, steps=steps
+    )
     return _run(
         model, anchors, grid, data, labels=("minimum", "init"), bn=bn, split=split,
         subset=subset, seed=seed, reference=None, store=store, device=device, attrs=attrs,

@@ -129,7 +129,9 @@ def affine_basis(points: Sequence[StateDict], keys: Sequence[str]) -> dict:
     d1, d2 = p1 - p0, p2 - p0
     n1 = float(torch.linalg.vector_norm(d1))
     if n1 == 0.0:
-        raise LossurfError("points 0 and 1 are identical; the affine plane needs three distinct points")
+        raise LossurfError(
+            "points 0 and 1 are identical; the affine plane needs three distinct points"
+        )
     e1 = d1 / n1
     c = float(d2 @ e1)
     u = d2 - c * e1
@@ -173,7 +175,9 @@ def affine_grid(
     """
     px, py = np.asarray(positions_x, np.float64), np.asarray(positions_y, np.float64)
     if px.shape != (3,) or py.shape != (3,) or py[0] != 0 or py[1] != 0 or px[0] != 0:
-        raise LossurfError("anchor positions must come from affine_basis (p0 at the origin, p1 on x)")
+        raise LossurfError(
+            "anchor positions must come from affine_basis (p0 at the origin, p1 on x)"
+        )
     if not np.isfinite(margin) or margin < 0:
         raise LossurfError(f"margin must be a finite fraction >= 0, got {margin}")
     width, height = np.ptp(px), np.ptp(py)

@@ -54,7 +54,9 @@ class ChunkTask:
     coefficients: np.ndarray
     reference: StateDict | None = None
 
-    def __call__(self, item: tuple[int, np.ndarray]) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+    def __call__(
+        self, item: tuple[int, np.ndarray]
+    ) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
         chunk_index, points = item
         out = self.evaluator.evaluate(
             self.anchors, self.coefficients[points], reference=self.reference
@@ -68,7 +70,9 @@ class ChunkTask:
         return chunk_index, points, values
 
 
-def chunk_layout(shape: tuple[int, ...], chunk_points: int) -> tuple[tuple[int, ...], list[np.ndarray]]:
+def chunk_layout(
+    shape: tuple[int, ...], chunk_points: int
+) -> tuple[tuple[int, ...], list[np.ndarray]]:
     """Zarr chunk shape and the flat point indices of each chunk, for a grid of ``shape``.
 
     Args:
@@ -219,7 +223,8 @@ def compute_surface(
         the evaluator returns, and attrs naming the anchors (roles, hashes), the geometry,
         the BN policy, the data, and the lossurf and torch versions.
     """
-    if isinstance(chunk_points, bool) or not isinstance(chunk_points, (int, np.integer)) or chunk_points < 1:
+    integer = isinstance(chunk_points, (int, np.integer)) and not isinstance(chunk_points, bool)
+    if not integer or chunk_points < 1:
         raise LossurfError(f"chunk_points must be a positive integer, got {chunk_points!r}")
     if len(anchors) != len(grid.anchors):
         raise LossurfError(
