@@ -102,5 +102,6 @@ def test_tied_weights_drawn_once_and_stay_tied() -> None:
 
 def test_unknown_scheme() -> None:
     bogus = InitSpec.model_construct(scheme="xavier", mean=0.0, std=1.0)
-    with pytest.raises(LossurfError, match=r"unknown init scheme 'xavier'; use one of: default, normal"):
+    message = r"unknown init scheme 'xavier'; use one of: default, normal"
+    with pytest.raises(LossurfError, match=message):
         apply_init(nn.Linear(2, 2), bogus)

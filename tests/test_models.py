@@ -387,12 +387,6 @@ def test_invalid_spec() -> None:
         build(5)  # type: ignore[arg-type]
 
 
-def test_lstm_rejects_wrong_input_rank() -> None:
-    model = build({"name": "lstm", "options": TINY["lstm"]})
-    with pytest.raises(LossurfError, match=r"shape \[batch, time\]"):
-        model(torch.zeros(7, dtype=torch.long))
-
-
 # ---------------------------------------------------------------- functional_call, layouts
 
 @pytest.mark.parametrize("name", ["cnn-small", "nin", "lstm"])
@@ -414,6 +408,29 @@ def test_functional_call_tied_lstm() -> None:
     x = example_input("lstm")
     params = {k: v for k, v in b.named_parameters()}  # tied weight listed once
     torch.testing.assert_close(torch.func.functional_call(a, params, (x,)), b(x))
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_fx_trace_matches(name: str) -> None:
+    # The surface evaluator rewrites fx traces (BN folding): every model must trace.
+    model = build({"name": name, "options": TINY[name]}, seed=0).eval()
+    x = example_input(name)
+    traced = torch.fx.symbolic_trace(model)
+    torch.testing.assert_close(traced(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["nin", "cnn-small", "mlp"])
+def test_vmap_over_stacked_weights(name: str) -> None:
+    # The GPU evaluator runs many weight vectors per pass with vmap (nn.LSTM has no vmap rule).
+    models_ = [build({"name": name, "options": TINY[name]}, seed=s).eval() for s in range(3)]
+    params, buffers = torch.func.stack_module_state(models_)
+    x = example_input(name)
+
+    def run(p: dict, b: dict) -> torch.Tensor:
+        return torch.func.functional_call(models_[0], (p, b), (x,))
+
+    out = torch.vmap(run)(params, buffers)
+    torch.testing.assert_close(out, torch.stack([m(x) for m in models_]), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", CONV)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lossurf.errors import LossurfError
 from lossurf.models.nin import check_positive, check_probability
 
 __all__ = ["LSTMLM", "INIT_RANGE"]
@@ -19,7 +18,9 @@ class LSTMLM(nn.Module):
 
     Each call starts from a zero hidden state (no state is carried between batches), so the
     loss at a weight vector depends only on that vector and the batch, which is what a loss
-    surface needs. Every parameter starts from U(-0.1, 0.1), as Zaremba et al.
+    surface needs. Every parameter starts from U(-0.1, 0.1), as Zaremba et al. The forward
+    has no Python branches on the input, so ``torch.fx`` traces it (the surface evaluator's
+    rewrites need that).
 
     Args:
         vocab_size: number of words (default 10000, the Penn Treebank vocabulary).
@@ -59,10 +60,5 @@ class LSTMLM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, T, vocab_size]`` for token ids ``x: LongTensor[B, T]``."""
-        if x.dim() != 2:
-            raise LossurfError(
-                f"the LSTM language model takes token ids of shape [batch, time], got shape "
-                f"{tuple(x.shape)}; reshape the batch"
-            )
         out, _ = self.rnn(self.drop(self.embedding(x)))
         return self.decoder(self.drop(out))
