@@ -16,7 +16,8 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 import yaml
@@ -47,7 +48,7 @@ from lossurf.train import (
     train_epoch,
 )
 
-__all__ = ["resolve_config", "prepare_experiment", "train_run", "train_experiment", "EpochReport"]
+__all__ = ["cpu_threads", "resolve_config", "prepare_experiment", "train_run", "train_experiment", "EpochReport"]
 
 #: ``report(run_name, epoch, epochs, metrics_row)``: called after every epoch of every run.
 EpochReport = Callable[[str, int, int, dict[str, Any]], None]
@@ -294,4 +295,23 @@ def train_experiment(
         if unknown:
             raise LossurfError(f"unknown runs {unknown}; this experiment has {names}")
         names = [n for n in names if n in runs]
-    return {name: train_run(layout, resolved, name, dataset, report=report) for name in names}
+    with cpu_threads(resolved):
+        return {name: train_run(layout, resolved, name, dataset, report=report) for name in names}
+
+
+_SMALL_MODEL = 1_000_000
+
+
+@contextmanager
+def cpu_threads(config: ExperimentConfig) -> Iterator[None]:
+    """Use ``config.threads`` torch CPU threads (or one for small models) for the duration."""
+    threads = config.threads
+    if threads is None:
+        size = sum(p.numel() for p in models.build(config.model).parameters())
+        threads = 1 if size < _SMALL_MODEL else torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
