@@ -7,8 +7,9 @@ interrupt exits with code 130 and a reminder that running the same command again
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -20,6 +21,16 @@ app = typer.Typer(
     help="Loss surfaces of deep networks: train with many optimizers from one initialization, "
     "then measure and draw the loss between the weights they reach.",
 )
+
+
+@contextmanager
+def _resumable() -> Iterator[None]:
+    """Turn Ctrl-C into exit code 130 and a reminder that the same command resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; run the same command again to resume where it stopped", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.callback()
@@ -46,7 +57,7 @@ def train(
         config = config.model_copy(update={"data": config.data.model_copy(update={"data_dir": data_dir})})
     if device is not None:
         config = config.model_copy(update={"device": device})
-    with training_progress(progress) as report:
+    with _resumable(), training_progress(progress) as report:
         statuses = train_experiment(config, out, runs=run, report=report, command=" ".join(sys.argv))
     for name, status in statuses.items():
         detail = f" at epoch {status['diverged_epoch']}" if status["status"] == "diverged" else ""
@@ -57,22 +68,10 @@ def train(
 def main() -> None:
     """Entry point of the ``lossurf`` console script."""
     try:
-        app(standalone_mode=False)
+        app()
     except LossurfError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; run the same command again to resume where it stopped", err=True)
-        raise SystemExit(130)
-    except (typer.Exit, SystemExit) as done:
-        raise SystemExit(getattr(done, "exit_code", getattr(done, "code", 0)))
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            raise SystemExit(EXIT_USER_ERROR)
-        raise
 
 
 if __name__ == "__main__":
