@@ -59,7 +59,7 @@ _EVAL_BATCH = 512
 def resolve_config(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
     """The config with the data-derived model options (classes, channels, vocabulary) filled in,
     so the stored spec rebuilds the model without the data."""
-    options = {**config.model.options, **dataset.model_options()}
+    options = models.resolve_options(config.model.name, dataset.model_options(), config.model.options)
     model = config.model.model_copy(update={"options": options})
     return config.model_copy(update={"model": model})
 

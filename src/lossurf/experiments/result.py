@@ -1,0 +1,126 @@
+"""What a recipe leaves on disk: the contract between recipes (compute) and the report (plots).
+
+A recipe writes data only: experiment directories (``lossurf train`` layout), surface zarr
+stores, CSV tables, and ``OUT/<recipe>/result.json`` describing them. The report reads those
+files and draws every figure; recipes never import matplotlib (DESIGN: compute writes data,
+plots read data). Paths inside a result are relative to the recipe's directory.
+
+``result.json``::
+
+    {
+      "recipe": "optimizers", "title": "...", "section": "4.1", "preset": "digits",
+      "wall_time": 12.3,
+      "experiments": {"main": "experiments/main"},
+      "tables": {"distances": "tables/distances.csv"},
+      "measurements": {"barrier/sgd|adam": 0.8, ...},
+      "figures": [FigureSpec, ...]
+    }
+
+A :class:`FigureSpec` names a figure ``kind`` the report knows how to draw, and its data:
+
+``lines``       1-D profiles. data: ``{"series": [{"label", "surface", "group"?}], "x": "alpha" |
+                "lambda", "var": "loss" | "accuracy" | ..., "panels_by": "group" | null}``;
+                one panel per group when ``panels_by`` is ``"group"``.
+``surface``     one 2-D surface (barycentric, bilinear or affine zarr store). data:
+                ``{"surface", "var": "loss", "corner_labels": [...]}``; drawn as a 3-D surface
+                (PNG/PDF) and an interactive plotly surface in the report.
+``pair_grid``   the paper's Table 1. data: ``{"methods": [...], "surfaces": {"a|b": path},
+                "distances": {"a|b": path}}``: lower triangle (a, b) = barycentric surface over
+                init, a, b; upper triangle = fdist / disagreement along the line from a to b.
+``curves``      per-epoch metrics. data: ``{"series": [{"label", "experiment", "run",
+                "group"?}], "columns": ["train_accuracy", ...], "x": "epoch" |
+                "gradient_evaluations"}``; one panel per column.
+``matrix``      a square table as a heatmap. data: ``{"table", "value": column, "row": column,
+                "col": column}`` (long format CSV).
+``bars``        a value per label. data: ``{"table", "label": column, "value": column,
+                "group": column | null}``.
+
+``OUT/claims.json`` (written after all recipes, see :mod:`lossurf.analysis.claims`) lists
+:class:`Claim` records: the paper's claim, the quantity that tests it, the value measured here
+and whether it held, all computed from the data, never written by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lossurf.runs import read_json, write_json
+
+__all__ = ["FigureSpec", "RecipeResult", "Claim", "FIGURE_KINDS"]
+
+FIGURE_KINDS = ("lines", "surface", "pair_grid", "curves", "matrix", "bars")
+
+
+@dataclass
+class FigureSpec:
+    """One figure to draw: a paper figure key (``fig5a``), a kind and its data."""
+
+    key: str
+    title: str
+    caption: str
+    kind: str
+    data: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.kind not in FIGURE_KINDS:
+            raise ValueError(f"unknown figure kind {self.kind!r}; one of {FIGURE_KINDS}")
+
+
+@dataclass
+class RecipeResult:
+    """Everything one recipe produced (paths relative to ``root``)."""
+
+    recipe: str
+    title: str
+    section: str
+    preset: str
+    root: Path
+    wall_time: float = 0.0
+    experiments: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    figures: list[FigureSpec] = field(default_factory=list)
+
+    def save(self) -> Path:
+        """Write ``root/result.json`` atomically."""
+        payload = asdict(self)
+        payload.pop("root")
+        path = self.root / "result.json"
+        write_json(path, payload)
+        return path
+
+    @classmethod
+    def load(cls, root: str | Path) -> "RecipeResult":
+        """Read ``root/result.json``."""
+        root = Path(root)
+        payload = read_json(root / "result.json")
+        payload["figures"] = [FigureSpec(**f) for f in payload.get("figures", [])]
+        return cls(root=root, **payload)
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a file named in this result."""
+        return self.root / relative
+
+
+@dataclass
+class Claim:
+    """One claim of the paper and what this run measured for it."""
+
+    number: int
+    claim: str
+    quantity: str
+    measured: str
+    held: bool | None  # None: not tested by the recipes that ran
+    recipe: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def save_all(claims: list["Claim"], path: Path) -> None:
+        write_json(path, [asdict(c) for c in claims])
+
+    @staticmethod
+    def load_all(path: Path) -> list["Claim"]:
+        return [Claim(**c) for c in json.loads(Path(path).read_text())]
