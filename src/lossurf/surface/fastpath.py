@@ -181,10 +181,27 @@ def rewrite(
             ph = graph.placeholder("first_out", default_value=None)
         node.replace_all_uses_with(ph)
         graph.erase_node(node)
+    _inplace_relu(gm)
     graph.eliminate_dead_code()
     graph.lint()
     gm.recompile()
     return gm, folded
+
+
+def _inplace_relu(gm: fx.GraphModule) -> None:
+    # Eager CPU evaluation is memory bound: a ReLU on a fresh, single-use activation can run
+    # in place, which saves an allocation and a pass over memory.
+    mods = _modules(gm)
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or type(mods.get(node.target)) is not nn.ReLU:
+            continue
+        src = node.args[0] if len(node.args) == 1 else None
+        if (isinstance(src, fx.Node) and src.op in ("call_module", "call_function")
+                and len(src.users) == 1):
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_function(torch.relu_, (src,))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
 
 
 def compiler_available() -> bool:
