@@ -65,6 +65,152 @@ def train(
     typer.echo(f"results in {out}")
 
 
+surface_app = typer.Typer(no_args_is_help=True, help="Loss and accuracy along lines, basins and planes.")
+app.add_typer(surface_app, name="surface")
+
+# Options shared by every surface command, defined once.
+_BN = typer.Option("recompute", "--bn", help="Batch-norm statistics: recompute | interpolate | batch.")
+_SUBSET = typer.Option(None, "--subset", help="Evaluate a fixed, seeded subset of N examples.")
+_SPLIT = typer.Option("train", "--split", help="Data split to evaluate: train | test.")
+_OUT = typer.Option(None, "--out", "-o", help="zarr store to write (default: EXP_DIR/surfaces/...).")
+_DEVICE = typer.Option(None, "--device", help="cpu, cuda, ... (default: the experiment's device).")
+_BACKEND = typer.Option("local", "--backend", help="Where grid chunks run: local | ray.")
+_ADDRESS = typer.Option(None, "--address", help="Ray cluster to join (auto or host:port).")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+
+
+def _backend(name: str, address: Optional[str]):
+    from lossurf.backends import make_backend
+
+    if address is not None and name != "ray":
+        raise LossurfError("--address only applies to --backend ray; add --backend ray")
+    return make_backend(name, **({"address": address} if address else {}))
+
+
+def _surface_run(
+    exp_dir: Path, endpoints: list[str], kind: str, out: Optional[Path], call, *,
+    bn: str, subset: Optional[int], split: str, device: Optional[str], backend: str,
+    address: Optional[str], progress: bool,
+) -> None:
+    """Resolve end points in an experiment, evaluate with ``call``, print where it went."""
+    from lossurf import load_experiment
+
+    experiment = load_experiment(exp_dir)
+    points = [experiment.resolve(p) for p in endpoints]
+    if out is None:
+        safe = "-".join(p.label.replace(":", "_").replace("=", "") for p in points)
+        out = experiment.path / "surfaces" / f"{kind}-{safe}-{split}.zarr"
+    attrs = {
+        "experiment": str(experiment.path),
+        "anchor_labels": [p.label for p in points],
+        "anchor_runs": [p.run for p in points],
+        "anchor_checkpoints": [p.checkpoint for p in points],
+        "anchor_files": [str(p.path) for p in points],
+        "anchor_file_sha256": [p.sha256 for p in points],
+    }
+    with _resumable():
+        result = call(
+            experiment.model(), [p.weights for p in points], experiment.dataset(),
+            bn=bn, subset=subset, split=split, store=out, attrs=attrs,
+            device=device or experiment.config.device, backend=_backend(backend, address),
+            progress=progress,
+        )
+    loss = result["loss"].values
+    typer.echo(f"{kind}: {loss.size} points, loss {float(loss.min()):.4f} .. {float(loss.max()):.4f}")
+    typer.echo(f"written to {out}")
+
+
+@surface_app.command("line")
+def surface_line(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    start: str = typer.Option(..., "--from", help="End point at alpha=0: init, RUN or RUN:epoch=N."),
+    end: str = typer.Option(..., "--to", help="End point at alpha=1."),
+    alpha_range: tuple[float, float] = typer.Option((-0.5, 2.0), "--range", help="Alpha range (extrapolates past 0 and 1)."),
+    steps: int = typer.Option(51, "--steps", help="Number of alphas (at least 2)."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Loss along theta(alpha) = (1-alpha)*FROM + alpha*TO (paper eq. 2, Fig. 10)."""
+    from lossurf import surface
+
+    def call(model, weights, data, **kw):
+        return surface.line(model, weights[0], weights[1], data, range=alpha_range, steps=steps, **kw)
+
+    _surface_run(exp_dir, [start, end], "line", out, call, bn=bn, subset=subset, split=split,
+                 device=device, backend=backend, address=address, progress=progress)
+
+
+@surface_app.command("basin")
+def surface_basin(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    run: str = typer.Option(..., "--run", help="The minimum: RUN or RUN:epoch=N."),
+    init: Optional[str] = typer.Option(None, "--init", help="Direction end point (default: the run's init)."),
+    max_distance: Optional[float] = typer.Option(None, "--max-distance", help="Furthest distance (default 1.5x the init's)."),
+    steps: int = typer.Option(41, "--steps", help="Number of distances (at least 2)."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Loss at absolute distance lambda from a minimum toward and past its initialization (eq. 1)."""
+    from lossurf import load_experiment, surface
+
+    if init is None:
+        experiment = load_experiment(exp_dir)
+        init = experiment.init_label(experiment.seed_of(run.split(":", 1)[0]))
+
+    def call(model, weights, data, **kw):
+        return surface.basin(model, weights[0], weights[1], data, max_distance=max_distance, steps=steps, **kw)
+
+    _surface_run(exp_dir, [run, init], "basin", out, call, bn=bn, subset=subset, split=split,
+                 device=device, backend=backend, address=address, progress=progress)
+
+
+@surface_app.command("plane")
+def surface_plane(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    points: str = typer.Option(..., "--points", help="Comma-separated end points: 3 (barycentric, affine) or 4 (bilinear)."),
+    kind: str = typer.Option("barycentric", "--kind", help="barycentric | bilinear | affine."),
+    steps: int = typer.Option(21, "--steps", help="Grid points per axis (at least 2)."),
+    margin: float = typer.Option(0.2, "--margin", help="Affine plane: margin past the triangle, as a fraction."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Loss over a plane through 3 or 4 end points (paper eqs. 3-8, Figs. 2-3, Table 1)."""
+    from lossurf import surface
+
+    names = [p for p in (s.strip() for s in points.split(",")) if p]
+
+    def call(model, weights, data, **kw):
+        return surface.plane(model, weights, data, kind=kind, steps=steps, margin=margin, **kw)
+
+    _surface_run(exp_dir, names, kind, out, call, bn=bn, subset=subset, split=split,
+                 device=device, backend=backend, address=address, progress=progress)
+
+
+@app.command()
+def distance(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    first: str = typer.Argument(..., help="End point: init, RUN or RUN:epoch=N."),
+    second: str = typer.Argument(..., help="End point to compare with."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET,
+    split: str = typer.Option("test", "--split", help="Data split (the paper uses validation data)."),
+    device: Optional[str] = _DEVICE,
+) -> None:
+    """Functional distance (paper eq. 4.1) and label disagreement between two end points."""
+    from lossurf import load_experiment, surface
+
+    experiment = load_experiment(exp_dir)
+    a, b = experiment.resolve(first), experiment.resolve(second)
+    result = surface.functional_distance(
+        experiment.model(), a.weights, b.weights, experiment.dataset(), bn=bn, split=split,
+        subset=subset, device=device or experiment.config.device,
+    )
+    typer.echo(f"functional distance  {result['fdist']:.6f}")
+    typer.echo(f"label disagreement   {result['disagreement']:.6f}")
+
+
 def main() -> None:
     """Entry point of the ``lossurf`` console script."""
     try:
