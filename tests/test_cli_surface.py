@@ -1,0 +1,126 @@
+"""`lossurf surface ...` and `lossurf distance` on a trained experiment directory."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import lossurf
+from lossurf.cli import main
+from lossurf.config import parse_config
+from lossurf.engine import train_experiment
+from lossurf.runs import ExperimentLayout
+
+
+@pytest.fixture(scope="module")
+def experiment_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    config = parse_config({
+        "data": {"name": "digits", "max_train": 128, "max_test": 64},
+        "model": {"name": "cnn-small"},
+        "epochs": 2, "batch_size": 32, "eval_subset": 64, "checkpoint_every": 1,
+        "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.003}],
+    })
+    train_experiment(config, out)
+    return out
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["lossurf", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_line_end_points_reproduce_the_runs(experiment_dir, tmp_path, monkeypatch, capsys):
+    store = tmp_path / "line.zarr"
+    code, out, err = run_cli(monkeypatch, capsys, "surface", "line", experiment_dir, "--from", "init",
+                             "--to", "adam", "--range", "0", "1", "--steps", "3", "--bn", "interpolate",
+                             "--split", "test", "--out", store, "--no-progress")
+    assert code == 0, err
+    ds = xr.open_zarr(store)
+    assert list(ds.alpha.values) == [0.0, 0.5, 1.0]
+    assert ds.attrs["anchor_labels"] == ["init", "adam"]
+    # alpha = 0 and 1 are the end-point models themselves (eval mode, stored BN statistics).
+    experiment = lossurf.load_experiment(experiment_dir)
+    data = experiment.dataset()
+    for alpha, weights in ((0.0, experiment.weights("adam", "init")), (1.0, experiment.weights("adam"))):
+        model = experiment.model()
+        model.load_state_dict(weights)
+        model.eval()
+        with torch.no_grad():
+            expected = torch.nn.functional.cross_entropy(model(data.test_x), data.test_y).item()
+        assert float(ds.loss.sel(alpha=alpha)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_basin_plane_and_distance(experiment_dir, tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "surface", "basin", experiment_dir, "--run", "sgd",
+                             "--steps", "5", "--subset", "32", "--out", tmp_path / "b.zarr", "--no-progress")
+    assert code == 0, err
+    assert "lambda" in xr.open_zarr(tmp_path / "b.zarr").dims
+    code, out, err = run_cli(monkeypatch, capsys, "surface", "plane", experiment_dir, "--points",
+                             "init,sgd,adam:epoch=1", "--steps", "3", "--subset", "32",
+                             "--out", tmp_path / "p.zarr", "--no-progress")
+    assert code == 0, err
+    plane = xr.open_zarr(tmp_path / "p.zarr")
+    assert plane.loss.shape == (3, 3) and np.isfinite(plane.loss.values).all()
+    code, out, err = run_cli(monkeypatch, capsys, "distance", experiment_dir, "sgd", "adam")
+    assert code == 0, err
+    fdist = float(re.search(r"functional distance\s+([0-9.]+)", out)[1])
+    disagreement = float(re.search(r"label disagreement\s+([0-9.]+)", out)[1])
+    assert 0 < fdist < np.sqrt(2) and 0 <= disagreement <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["surface", "line", "{exp}", "--from", "init", "--to", "lion"], "unknown end point 'lion'"),
+        (["surface", "line", "{exp}", "--from", "init", "--to", "adam", "--steps", "1"], "at least two steps"),
+        (["surface", "line", "{exp}", "--from", "init", "--to", "adam:epoch=7"], "no checkpoint for epoch 7"),
+        (["surface", "plane", "{exp}", "--points", "init,sgd"], "3 points|three"),
+        (["surface", "line", "{tmp}", "--from", "init", "--to", "adam"], "not an experiment directory"),
+        (["surface", "line", "{exp}", "--from", "init", "--to", "adam", "--bn", "magic"], "magic"),
+        (["surface", "line", "{exp}", "--from", "init", "--to", "corrupt"], "corrupted"),
+    ],
+)
+def test_bad_input_exits_2(experiment_dir, tmp_path, monkeypatch, capsys, args, message):
+    if "corrupt" in args:
+        # A truncated checkpoint: a copy of the experiment whose adam weights are cut short.
+        import shutil
+
+        copy = tmp_path / "copy"
+        shutil.copytree(experiment_dir, copy)
+        final = ExperimentLayout(copy).checkpoint("adam", None)
+        final.write_bytes(final.read_bytes()[:100])
+        args = [a.replace("corrupt", "adam") for a in args]
+        experiment = copy
+    else:
+        experiment = experiment_dir
+    args = [a.format(exp=experiment, tmp=tmp_path) for a in args]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--no-progress")
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_end_points_of_different_architectures(experiment_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from lossurf.runs import save_weights
+
+    copy = tmp_path / "copy"
+    shutil.copytree(experiment_dir, copy)
+    save_weights(ExperimentLayout(copy).checkpoint("adam", None), {"fc.weight": torch.zeros(2, 2)})
+    code, _, err = run_cli(monkeypatch, capsys, "surface", "line", copy, "--from", "init", "--to", "adam",
+                           "--no-progress")
+    assert code == 2 and "Traceback" not in err
+    assert re.search("architecture|differ|missing", err), err
