@@ -1,22 +1,36 @@
-"""Where work runs: a tiny ``Backend`` protocol and the in-process ``LocalBackend``.
+"""Where work runs: a tiny ``Backend`` protocol, the in-process ``LocalBackend`` and ``RayBackend``.
 
 A backend maps a function over work items and yields the results *as they complete* (in any
 order), so the caller can persist each result at once. Work items and the function must be
 picklable (plain tuples and module-level callables or dataclasses) so that a distributed
-backend (Ray, added later; only this module may import ray) can ship them to workers.
+backend can ship them to workers.
+
+Only this module imports ray, and only inside :class:`RayBackend` (``pip install
+'lossurf[ray]'``). The function of one ``map`` is shipped once (``ray.put``) and every worker
+process deserializes it once and keeps it for the map's later items, so a callable that carries
+big shared objects (a model, evaluation data, anchor weights) is not re-sent per item: only
+the small items travel per task.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from lossurf.errors import LossurfError
 
-__all__ = ["Backend", "LocalBackend", "BACKENDS", "make_backend"]
+__all__ = ["Backend", "LocalBackend", "RayBackend", "MapStats", "BACKENDS", "make_backend"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+_INSTALL = "pip install 'lossurf[ray]'"
 
 
 @runtime_checkable
@@ -40,8 +54,190 @@ class LocalBackend:
         return "LocalBackend()"
 
 
+@dataclass
+class MapStats:
+    """Timings of the last :meth:`RayBackend.map`.
+
+    Attributes:
+        task_seconds: wall time of each task inside its worker (``fn(item)`` only), in
+            completion order.
+        wall_seconds: driver-observed time from the first submission to the last result.
+        workers: distinct worker processes that ran the tasks.
+    """
+
+    task_seconds: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    workers: set[int] = field(default_factory=set)
+
+    def overhead_per_task(self, slots: int) -> float:
+        """Seconds per task that the workers' ``slots`` spent outside ``fn``: scheduling,
+        (de)serialization, transfers and idling, ``(wall * slots - sum(task)) / tasks``."""
+        if not self.task_seconds:
+            return 0.0
+        return (self.wall_seconds * slots - sum(self.task_seconds)) / len(self.task_seconds)
+
+
+# Worker side. Deserialized callables of recent maps, by object id: each worker process
+# unpickles a map's function once (a model, data, anchors) and reuses it, with whatever it has
+# cached (prepared evaluation runners), for that map's later items. Two entries are enough for
+# one map at a time plus the previous one; older ones are dropped so memory does not grow.
+_FUNCTIONS: OrderedDict[str, Callable[[Any], Any]] = OrderedDict()
+_KEEP = 2
+
+
+def _run_task(fn_box: list, item: Any, threads: int) -> tuple[Any, float, int]:
+    """Run one item on a Ray worker: ``(fn(item), seconds inside fn, worker pid)``.
+
+    ``fn_box`` holds the function's ObjectRef inside a list so that Ray passes the reference
+    itself (a top-level ref argument would be fetched and unpickled again for every task).
+    """
+    import ray
+    import torch
+
+    ref = fn_box[0]
+    key = ref.hex()
+    fn = _FUNCTIONS.get(key)
+    if fn is None:
+        fn = ray.get(ref)
+        _FUNCTIONS[key] = fn
+        while len(_FUNCTIONS) > _KEEP:
+            _FUNCTIONS.popitem(last=False)
+    # A worker evaluates with as many torch threads as CPUs its task reserved: more would
+    # oversubscribe the node's cores shared with the other tasks.
+    torch.set_num_threads(threads)
+    began = time.perf_counter()
+    result = fn(item)
+    return result, time.perf_counter() - began, os.getpid()
+
+
+def _positive(name: str, value: Any, minimum: float, integer: bool) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise LossurfError(f"{name} must be {kind} >= {minimum}, got {value!r}")
+
+
+class RayBackend:
+    """Runs every item as a Ray task, on a local Ray instance or an existing cluster.
+
+    Args:
+        address: None (default) starts a local Ray instance with ``local_cpus`` CPUs, unless
+            Ray is already initialized in this process (then that instance is used);
+            ``"auto"`` or ``"HOST:PORT"`` / ``"ray://HOST:PORT"`` joins an existing cluster.
+        num_cpus: CPUs each task reserves (default 1); a task's torch thread count.
+        num_gpus: GPUs each task reserves (default 0; fractions share a GPU).
+        max_retries: times Ray re-runs a task whose worker process died (default 3). A task
+            that raises is never retried: the exception stops the map and is re-raised here.
+        local_cpus: size of the local instance that ``address=None`` starts (default: this
+            machine's CPU count). Ignored when joining a cluster.
+
+    Raises:
+        LossurfError: Ray is not installed, or an option is invalid.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        num_gpus: float = 0,
+        max_retries: int = 3,
+        local_cpus: int | None = None,
+    ) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise LossurfError(f"the ray backend needs Ray, which is not installed; {_INSTALL}") from None
+        self.num_cpus = 1 if num_cpus is None else num_cpus
+        _positive("num_cpus", self.num_cpus, 1, integer=True)
+        _positive("num_gpus", num_gpus, 0, integer=False)
+        _positive("max_retries", max_retries, 0, integer=True)
+        if local_cpus is not None:
+            _positive("local_cpus", local_cpus, 1, integer=True)
+        self.address, self.num_gpus, self.max_retries = address, num_gpus, max_retries
+        self.stats = MapStats()
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            if address:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=local_cpus or os.cpu_count() or 1,
+                    include_dashboard=False,
+                    ignore_reinit_error=True,
+                    log_to_driver=False,
+                )
+            self._started = True
+        self._remote = ray.remote(_run_task).options(
+            num_cpus=self.num_cpus,
+            num_gpus=num_gpus,
+            max_retries=max_retries,
+            retry_exceptions=False,
+        )
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """Run ``fn(item)`` as one Ray task per item; yield results as they complete.
+
+        ``fn`` is put in the object store once. The first task that raises stops the map:
+        the other tasks are cancelled and the task's own exception (a ``LossurfError`` stays
+        a ``LossurfError``) is raised here, with the worker's traceback as a note. Closing
+        the iterator early (an error or Ctrl-C in the caller) cancels what is still pending.
+        """
+        ray = self._ray
+        self.stats = stats = MapStats()
+        began = time.perf_counter()
+        box = [ray.put(fn)]
+        threads = int(self.num_cpus)
+        pending = {self._remote.remote(box, item, threads) for item in items}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    pending.discard(ref)
+                    try:
+                        result, seconds, pid = ray.get(ref)
+                    except ray.exceptions.RayTaskError as err:
+                        raise _unwrap(err) from None
+                    stats.task_seconds.append(seconds)
+                    stats.workers.add(pid)
+                    stats.wall_seconds = time.perf_counter() - began
+                    yield result
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def close(self) -> None:
+        """Shut down the local Ray instance if this backend started it."""
+        if self._started and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._started = False
+
+    def __enter__(self) -> RayBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RayBackend(address={self.address!r}, num_cpus={self.num_cpus}, "
+            f"num_gpus={self.num_gpus}, max_retries={self.max_retries})"
+        )
+
+
+def _unwrap(err: Exception) -> BaseException:
+    """The exception a task raised, as its own type (Ray wraps it in RayTaskError)."""
+    cause = getattr(err, "cause", None)
+    if not isinstance(cause, Exception):
+        return err
+    # str(err) is the worker's traceback (with its pid and ip), coloured for a terminal
+    trace = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    cause.add_note(f"raised in a Ray task; the worker's traceback:\n{trace}")
+    return cause
+
+
 #: Registered backends by name; ``make_backend`` builds one.
-BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend}
+BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend, "ray": RayBackend}
 
 
 def make_backend(name: str = "local", **options: Any) -> Backend:
@@ -49,15 +245,26 @@ def make_backend(name: str = "local", **options: Any) -> Backend:
 
     Args:
         name: a key of :data:`BACKENDS` (default ``local``).
-        **options: passed to the backend's constructor.
+        **options: passed to the backend's constructor (``ray``: ``address``, ``num_cpus``,
+            ``num_gpus``, ``max_retries``, ``local_cpus``; see :class:`RayBackend`).
 
     Returns:
         The backend instance.
+
+    Raises:
+        LossurfError: unknown name or option; ``ray`` without Ray installed.
     """
     try:
         factory = BACKENDS[name]
     except KeyError:
         raise LossurfError(
             f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}"
+        ) from None
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as err:
+        raise LossurfError(
+            f"bad option for the {name} backend ({err}); valid options: "
+            f"{list(inspect.signature(factory).parameters) or 'none'}"
         ) from None
     return factory(**options)

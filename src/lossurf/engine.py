@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from lossurf import __version__, data as data_module, models
+from lossurf.backends import Backend
 from lossurf.config import ExperimentConfig, RunSpec
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
@@ -285,9 +286,16 @@ def train_experiment(
     report: EpochReport | None = None,
     dataset: Dataset | None = None,
     command: str | None = None,
+    backend: Backend | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train every run (or the named ``runs``) of ``config`` into ``out``; returns each run's
-    status. Finished runs are skipped; a diverged run is recorded and the others go on."""
+    status. Finished runs are skipped; a diverged run is recorded and the others go on.
+
+    With a ``backend`` (e.g. :class:`lossurf.backends.RayBackend`) each run is one task
+    (:class:`lossurf.distributed.TrainRunTask`) that writes into its run directory, so ``out``
+    must be on storage every worker sees at the same path; ``report`` is then called once per
+    run, when it ends. Without one, runs train here, one after the other."""
+    given = dataset
     resolved, layout, dataset = prepare_experiment(config, out, dataset, command)
     names = resolved.run_names()
     if runs:
@@ -295,8 +303,35 @@ def train_experiment(
         if unknown:
             raise LossurfError(f"unknown runs {unknown}; this experiment has {names}")
         names = [n for n in names if n in runs]
+    if backend is not None:
+        return _train_on(backend, layout, resolved, names, given, report)
     with cpu_threads(resolved):
         return {name: train_run(layout, resolved, name, dataset, report=report) for name in names}
+
+
+def _train_on(
+    backend: Backend,
+    layout: ExperimentLayout,
+    config: ExperimentConfig,
+    names: list[str],
+    dataset: Dataset | None,
+    report: EpochReport | None,
+) -> dict[str, dict[str, Any]]:
+    """Map the runs over ``backend``; the workers write the run directories themselves."""
+    from lossurf.distributed import train_task
+
+    statuses: dict[str, dict[str, Any]] = {}
+    for name, status, last_row in backend.map(train_task(layout.root, config, dataset), names):
+        if not layout.status(name).is_file():
+            raise LossurfError(
+                f"run {name!r} finished on a worker but its files are not in {layout.root} "
+                "here; put --out on storage that every node mounts at the same path "
+                "(see docs/cluster.md)"
+            )
+        statuses[name] = status
+        if report and last_row:
+            report(name, status["epochs_done"], config.epochs, last_row)
+    return {name: statuses[name] for name in names}
 
 
 _SMALL_MODEL = 1_000_000

@@ -1,0 +1,219 @@
+"""The Ray backend on a real local Ray instance (2 CPUs, no dashboard), against the local one.
+
+Training and surfaces computed as Ray tasks must be bitwise identical to the same computed in
+this process; a worker killed with SIGKILL mid-run is retried and changes nothing; a task's
+LossurfError stops the map at once and reaches the caller as itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'lossurf[ray]')")
+
+import lossurf  # noqa: E402
+import lossurf.surface  # noqa: E402
+from lossurf.backends import RayBackend, make_backend  # noqa: E402
+from lossurf.config import parse_config  # noqa: E402
+from lossurf.engine import train_experiment  # noqa: E402
+from lossurf.errors import LossurfError  # noqa: E402
+from lossurf.runs import ExperimentLayout, read_json  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+# The helpers below run on Ray workers, which cannot import this test module: ship it by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def backend():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield RayBackend()  # joins the instance started above
+    finally:
+        ray.shutdown()
+
+
+def tiny_config(epochs: int = 2):
+    return parse_config({
+        "name": "tiny-ray",
+        "data": {"name": "digits", "max_train": 128, "max_test": 64},
+        "model": {"name": "mlp"},
+        "seeds": [0],
+        "epochs": epochs,
+        "batch_size": 32,
+        "eval_subset": 64,
+        "checkpoint_every": 1,
+        "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.001}],
+    })
+
+
+def assert_same_experiment(a: Path, b: Path) -> None:
+    """Every weights file bytewise equal; metrics equal except wall time; same statuses."""
+    la, lb = ExperimentLayout(a), ExperimentLayout(b)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.safetensors"))
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*.safetensors"))
+    assert any(f.name == "final.safetensors" for f in files)
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    experiment = lossurf.load_experiment(a)
+    for run in experiment.runs:
+        ta = experiment.metrics(run).drop(columns="wall_time")
+        tb = lossurf.load_experiment(b).metrics(run).drop(columns="wall_time")
+        assert list(ta["epoch"]) == list(range(experiment.config.epochs + 1))
+        assert ta.equals(tb), run
+        assert read_json(la.status(run)) == read_json(lb.status(run))
+
+
+@pytest.fixture(scope="module")
+def trained(backend, tmp_path_factory):
+    local = tmp_path_factory.mktemp("local")
+    on_ray = tmp_path_factory.mktemp("ray")
+    local_status = train_experiment(tiny_config(), local)
+    reported = []
+    ray_status = train_experiment(
+        tiny_config(), on_ray, backend=backend, report=lambda *args: reported.append(args)
+    )
+    return local, on_ray, local_status, ray_status, reported
+
+
+def test_training_on_ray_is_bitwise_the_local_training(trained, backend):
+    local, on_ray, local_status, ray_status, reported = trained
+    assert ray_status == local_status
+    assert list(ray_status) == ["sgd", "adam"]
+    assert all(s["status"] == "finished" for s in ray_status.values())
+    assert_same_experiment(local, on_ray)
+    # Both runs really ran as tasks, and the driver reported each run's last epoch once.
+    assert sorted(r[0] for r in reported) == ["adam", "sgd"]
+    assert all(r[1] == r[2] == 2 and "train_loss" in r[3] for r in reported)
+    # Running again skips the finished runs (resume semantics are the local ones).
+    assert train_experiment(tiny_config(), on_ray, backend=backend) == local_status
+
+
+def test_plane_on_ray_equals_local(trained, backend):
+    local = trained[0]
+    experiment = lossurf.load_experiment(local)
+    model, data = experiment.model(), experiment.dataset()
+    points = [experiment.weights("sgd", "init"), experiment.weights("sgd"), experiment.weights("adam")]
+    options = dict(kind="barycentric", steps=3, subset=64, progress=False, chunk_points=3)
+    here = lossurf.surface.plane(model, points, data, **options)
+    there = lossurf.surface.plane(model, points, data, backend=backend, **options)
+    assert here.identical(there)
+    assert backend.stats.task_seconds and len(backend.stats.task_seconds) == 3  # one per row
+    # The loss at the barycentric corner alpha=beta=0 is the first point's own loss.
+    assert torch.isfinite(torch.as_tensor(here.loss.values)).all()
+
+
+class _StallAfterFirstEpoch:
+    """Wraps a run task: on ``target``'s first attempt, once epoch 1's resume state is saved,
+    write the worker's pid to ``pidfile`` and stall, so the test can SIGKILL it mid-run."""
+
+    def __init__(self, fn, target: str, pidfile: str) -> None:
+        self.fn, self.target, self.pidfile = fn, target, pidfile
+
+    def __call__(self, name):
+        if name == self.target and not os.path.exists(self.pidfile):
+            import lossurf.engine as engine
+
+            write = engine.atomic_write_bytes  # only the resume state is written with it
+
+            def write_then_stall(path, data):
+                write(path, data)
+                Path(self.pidfile).write_text(str(os.getpid()))
+                time.sleep(120)
+
+            engine.atomic_write_bytes = write_then_stall  # this worker process is killed anyway
+        return self.fn(name)
+
+
+class _Stalling:
+    def __init__(self, inner, target: str, pidfile: str) -> None:
+        self.inner, self.target, self.pidfile = inner, target, pidfile
+
+    def map(self, fn, items):
+        return self.inner.map(_StallAfterFirstEpoch(fn, self.target, self.pidfile), items)
+
+
+def test_a_worker_killed_mid_run_is_retried_and_changes_nothing(trained, backend, tmp_path):
+    local = trained[0]
+    out, pidfile = tmp_path / "killed", tmp_path / "pid"
+    result: dict = {}
+
+    def train():
+        try:
+            result["status"] = train_experiment(
+                tiny_config(), out, backend=_Stalling(backend, "adam", str(pidfile))
+            )
+        except BaseException as err:  # surfaced by the main thread below
+            result["error"] = err
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.1)
+    assert pidfile.exists(), f"the task never stalled: {result}"
+    pid = int(pidfile.read_text())
+    # The run is mid-way: epoch 1 saved, the final weights not yet.
+    assert ExperimentLayout(out).resume_state("adam").is_file()
+    assert not ExperimentLayout(out).checkpoint("adam", None).exists()
+    os.kill(pid, signal.SIGKILL)
+    thread.join(90)
+    assert not thread.is_alive() and "error" not in result, result
+    assert result["status"] == trained[2]
+    assert_same_experiment(local, out)
+
+
+class _FailOn:
+    """Fails on one item with a user error; the others take a while."""
+
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+
+    def __call__(self, item: int) -> int:
+        if item == self.bad:
+            raise LossurfError("data directory /nowhere does not exist on this worker; mount it")
+        time.sleep(1.0)
+        return item
+
+
+def test_a_user_error_in_a_task_stops_the_map_as_itself(backend):
+    began = time.monotonic()
+    with pytest.raises(LossurfError, match="/nowhere does not exist") as caught:
+        list(backend.map(_FailOn(0), range(8)))
+    assert time.monotonic() - began < 10  # 8 one-second tasks on 2 CPUs would take 4 s more
+    assert not isinstance(caught.value, ray.exceptions.RayError)
+    assert any("Ray task" in note for note in caught.value.__notes__)
+
+
+def test_a_missing_experiment_directory_on_a_worker_is_a_user_error(backend, tmp_path):
+    from lossurf.distributed import TrainRunTask
+
+    task = TrainRunTask(str(tmp_path / "not-shared"), tiny_config())
+    with pytest.raises(LossurfError, match="not visible on worker .*shared|same path"):
+        list(backend.map(task, ["sgd"]))
+
+
+def test_map_yields_every_result_and_records_timings(backend):
+    results = sorted(backend.map(abs, [-3, -1, 2]))
+    assert results == [1, 2, 3]
+    assert len(backend.stats.task_seconds) == 3 and backend.stats.wall_seconds > 0
+
+
+def test_bad_options_name_the_problem(backend):
+    with pytest.raises(LossurfError, match="num_cpus must be an integer >= 1"):
+        RayBackend(num_cpus=0)
+    with pytest.raises(LossurfError, match="num_gpus must be a number >= 0"):
+        RayBackend(num_gpus=-1)
+    with pytest.raises(LossurfError, match="bad option for the ray backend.*address"):
+        make_backend("ray", adress="auto")
+    with pytest.raises(LossurfError, match="unknown backend 'dask'.*local.*ray"):
+        make_backend("dask")
