@@ -1,0 +1,207 @@
+"""Figures: every kind draws from small synthetic stores and CSVs; clipping is counted against
+the data; colours are fixed per method; nothing leaks global matplotlib state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from _plot_data import METHODS, experiment_dir, line_store, plane_store
+
+from lossurf.errors import LossurfError
+from lossurf.experiments.result import FigureSpec, RecipeResult
+from lossurf.plots import OPTIMIZER_COLORS, clip_values, color_for, draw
+from lossurf.plots.clip import robust_bound
+
+
+@pytest.fixture()
+def result(tmp_path):
+    root = tmp_path / "optimizers"
+    (root / "s").mkdir(parents=True)
+    (root / "tables").mkdir()
+    experiment_dir(root / "exp", {"sgd": {}, "adam": {"scale": 2, "evals": 2},
+                                  "rk2-heun": {"diverge": True}})
+    return RecipeResult(recipe="optimizers", title="t", section="4.1", preset="digits",
+                        root=root, experiments={"main": "exp"})
+
+
+def _files_ok(drawn):
+    assert drawn.png.stat().st_size > 5000 and drawn.pdf.stat().st_size > 2000
+    assert drawn.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert drawn.pdf.read_bytes()[:5] == b"%PDF-"
+
+
+def test_lines_clip_counts_match_the_data(result, tmp_path):
+    line_store(result.root / "s/a.zarr")
+    spoiled = line_store(result.root / "s/b.zarr", scale=2,
+                         spoil={3: np.inf, 7: np.nan, 12: 1e30, 15: -np.inf})
+    spec = FigureSpec("fig5", "Loss along lines", "c", "lines", {
+        "series": [{"label": "sgd", "surface": "s/a.zarr", "group": "init 1"},
+                   {"label": "adam", "surface": "s/b.zarr", "group": "init 1"},
+                   {"label": "sgd", "surface": "s/a.zarr", "group": "init 2"}],
+        "x": "alpha", "var": "loss", "panels_by": "group"})
+    drawn = draw(spec, result, tmp_path / "fig")
+    _files_ok(drawn)
+    assert drawn.png.name == "optimizers-fig5.png"
+    # the three non-finite points and 1e30 are clipped; the smooth parabola is not
+    expected = int((~np.isfinite(spoiled)).sum() + (spoiled[np.isfinite(spoiled)] > 100).sum())
+    assert expected == 4
+    assert drawn.clipped == {"init 1/sgd": 0, "init 1/adam": 4, "init 2/sgd": 0}
+    assert drawn.clipped_total == 4 and "clipped" in drawn.notes[0]
+
+
+def test_lines_over_lambda_in_one_panel(result, tmp_path):
+    line_store(result.root / "s/c.zarr", x="lambda")
+    spec = FigureSpec("fig6", "Basins", "c", "lines", {
+        "series": [{"label": "sgd", "surface": "s/c.zarr"}], "x": "lambda", "var": "loss",
+        "panels_by": None})
+    drawn = draw(spec, result, tmp_path)
+    _files_ok(drawn)
+    assert drawn.clipped_total == 0
+
+
+def test_clip_values_against_hand_counts():
+    values = np.array([1.0, 2.0, 3.0, np.inf, np.nan, 1e30, -np.inf, 2.5])
+    c = clip_values(values)
+    assert c.count == 4
+    assert np.array_equal(c.clipped, [False, False, False, True, True, True, True, False])
+    # drawn 5 % of the kept range (1 .. 3) above the largest kept value
+    assert c.ceiling == pytest.approx(3.1)
+    assert c.values[3] == c.values[4] == c.values[5] == c.ceiling and c.values[6] == 1.0
+    assert np.isfinite(c.values).all()
+    # a smooth steep surface (0.01 .. 100) keeps every value
+    steep = np.geomspace(0.01, 100, 200)
+    assert clip_values(steep).count == 0
+    # the robust bound: q75 + 50 * IQR of the finite values
+    finite = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 1e9])
+    q25, q75 = np.percentile(finite, [25, 75])
+    assert robust_bound(finite) == pytest.approx(q75 + 50 * (q75 - q25))
+    assert clip_values(finite).count == 1 and clip_values(finite).ceiling == pytest.approx(5.2)
+    # missing points are neither clipped nor drawn
+    m = clip_values(np.array([1.0, np.nan, 2.0]), missing=np.array([False, True, False]))
+    assert m.count == 0 and np.isnan(m.values[1])
+    assert clip_values(np.array([np.nan, np.inf])).count == 2
+
+
+@pytest.mark.parametrize("kind", ["barycentric", "bilinear", "affine"])
+def test_surface_draws_with_divergent_cells(result, tmp_path, kind):
+    spoil = {(2, 3): np.inf, (4, 4): np.nan, (9, 1): 1e30}
+    plane_store(result.root / "s/p.zarr", kind=kind, spoil=spoil, uncomputed=(0, 8))
+    spec = FigureSpec("fig2", "A plane", "c", "surface", {"surface": "s/p.zarr", "var": "loss"})
+    drawn = draw(spec, result, tmp_path)
+    _files_ok(drawn)
+    assert drawn.clipped == {"fig2": 3}  # the uncomputed point is missing, not clipped
+    html = drawn.html_fragment
+    assert html.startswith("<div") and "Plotly.newPlot" in html and "<script src" not in html
+    assert "NaN" not in html and "Infinity" not in html and "1e+30" not in html
+    assert "sgd" in html  # anchor labels reach the interactive plot
+
+
+def test_pair_grid_overview_parts_and_dropdown(result, tmp_path):
+    surfaces, distances = {}, {}
+    for i, a in enumerate(METHODS):
+        for b in METHODS[i + 1:]:
+            spoil = {(10, 0): np.inf} if (a, b) == ("sgd", "adam") else None
+            plane_store(result.root / f"s/{a}-{b}.zarr", spoil=spoil, labels=("init", a, b))
+            line_store(result.root / f"s/d-{a}-{b}.zarr", distances=True)
+            surfaces[f"{a}|{b}"] = f"s/{a}-{b}.zarr"
+            distances[f"{a}|{b}"] = f"s/d-{a}-{b}.zarr"
+    del distances["adam|rk2-heun"]  # a missing cell says so rather than failing
+    spec = FigureSpec("table1", "Table 1", "c", "pair_grid",
+                      {"methods": METHODS, "surfaces": surfaces, "distances": distances})
+    drawn = draw(spec, result, tmp_path)
+    _files_ok(drawn)
+    assert len(drawn.parts) == 3
+    for part in drawn.parts:
+        assert part.png.is_file() and part.pdf.is_file()
+    assert drawn.parts[0].png.name.startswith("optimizers-table1-")
+    assert drawn.clipped["sgd vs adam"] == 1 and drawn.clipped_total == 1
+    assert drawn.html_fragment.count('"type":"surface"') == 3
+    assert "updatemenus" in drawn.html_fragment
+
+
+def test_curves_mark_divergence(result, tmp_path):
+    spec = FigureSpec("fig4", "Curves", "c", "curves", {
+        "series": [{"label": m, "experiment": "main", "run": m, "group": "init 0"}
+                   for m in METHODS],
+        "columns": ["train_loss", "test_accuracy"], "x": "gradient_evaluations"})
+    drawn = draw(spec, result, tmp_path)
+    _files_ok(drawn)
+    # rk2-heun: 1e30 at epoch 2 and NaN at epochs 3, 4 -> 3 clipped train losses
+    assert drawn.clipped["rk2-heun (init 0)/train_loss"] == 3
+    assert drawn.clipped["sgd (init 0)/train_loss"] == 0
+    assert drawn.clipped["rk2-heun (init 0)/test_accuracy"] == 0
+
+
+def test_bars_and_matrix(result, tmp_path):
+    rows = [(a, b, 0.0 if a == b else abs(i - j) * 0.2) for i, a in enumerate(METHODS)
+            for j, b in enumerate(METHODS)]
+    rows[1] = (rows[1][0], rows[1][1], np.inf)
+    pd.DataFrame(rows, columns=["a", "b", "fdist"]).to_csv(result.root / "tables/d.csv",
+                                                           index=False)
+    spec = FigureSpec("dist", "Distances", "c", "matrix",
+                      {"table": "tables/d.csv", "value": "fdist", "row": "a", "col": "b"})
+    drawn = draw(spec, result, tmp_path)
+    _files_ok(drawn)
+    assert drawn.clipped == {"dist": 1}
+    bars = pd.DataFrame({"method": METHODS * 2, "split": ["train"] * 3 + ["test"] * 3,
+                         "accuracy": [0.9, 0.95, 0.97, 0.88, 0.9, 0.91]})
+    bars.to_csv(result.root / "tables/acc.csv", index=False)
+    result.tables["acc"] = "tables/acc.csv"
+    spec = FigureSpec("fig4b", "Accuracy", "c", "bars",
+                      {"table": "acc", "label": "method", "value": "accuracy", "group": "split"})
+    drawn = draw(spec, result, tmp_path)
+    _files_ok(drawn)
+    assert drawn.clipped == {"fig4b": 0}
+
+
+def test_colours_are_fixed_per_method():
+    assert color_for("adam") == OPTIMIZER_COLORS["adam"] == color_for("Adam@seed3")
+    assert color_for("sgd:epoch=10") == OPTIMIZER_COLORS["sgd"]
+    names = ["sgd", "sgdm", "rmsprop", "adadelta", "adam", "adagrad", "rk2-midpoint",
+             "rk2-heun", "rk2-ralston", "adam+rk2-heun"]
+    assert len({color_for(n) for n in names}) == len(names)
+    # switches mix their two methods; different switch points differ
+    switches = {color_for(f"sgd-to-adam-{p}") for p in (25, 50, 75)}
+    assert len(switches) == 3 and not switches & {color_for("sgd"), color_for("adam")}
+    # unknown labels: stable across processes (hash of the name, not Python's hash())
+    code = "from lossurf.plots import color_for; print(color_for('my-method'))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    assert other == color_for("my-method")
+    assert color_for("sgd-2xlr") not in (color_for("sgd"), color_for("adam"))
+
+
+def test_errors_name_the_problem(result, tmp_path):
+    spec = FigureSpec("x", "t", "c", "surface", {"surface": "s/missing.zarr"})
+    with pytest.raises(LossurfError, match="does not exist; run the 'optimizers' recipe"):
+        draw(spec, result, tmp_path)
+    spec = FigureSpec("x", "t", "c", "surface", {})
+    with pytest.raises(LossurfError, match=r"lacks data \['surface'\]"):
+        draw(spec, result, tmp_path)
+    line_store(result.root / "s/a.zarr")
+    spec = FigureSpec("x", "t", "c", "surface", {"surface": "s/a.zarr"})
+    with pytest.raises(LossurfError, match="needs a 2-D store"):
+        draw(spec, result, tmp_path)
+    spec = FigureSpec("x", "t", "c", "lines", {"series": [{"label": "a", "surface": "s/a.zarr"}],
+                                               "var": "perplexity"})
+    with pytest.raises(LossurfError, match="no variable 'perplexity'"):
+        draw(spec, result, tmp_path)
+    spec = FigureSpec("x", "t", "c", "lines", {})
+    spec.kind = "radar"
+    with pytest.raises(LossurfError, match="unknown kind 'radar'; valid kinds: lines"):
+        draw(spec, result, tmp_path)
+
+
+def test_no_global_matplotlib_state():
+    code = (
+        "import matplotlib; "
+        "size = matplotlib.rcParams['font.size']; import lossurf.plots, sys; "
+        "assert 'matplotlib.pyplot' not in sys.modules; "
+        "assert matplotlib.rcParams['font.size'] == size; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
