@@ -21,11 +21,23 @@ from lossurf.errors import LossurfError  # noqa: E402
 from lossurf.experiment import Experiment, load_experiment  # noqa: E402
 
 
-def train_experiment(*args, **kwargs):
-    """Train an experiment; see :func:`lossurf.engine.train_experiment`."""
-    from lossurf.engine import train_experiment as _train
+# Re-exported lazily (PEP 562): the surface functions pull in xarray and zarr.
+_LAZY = {
+    "train_experiment": "lossurf.engine",
+    "line": "lossurf.surface",
+    "basin": "lossurf.surface",
+    "plane": "lossurf.surface",
+    "functional_distance": "lossurf.surface",
+    "distance_along": "lossurf.surface",
+}
 
-    return _train(*args, **kwargs)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lossurf' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "LossurfError", "Experiment", "load_experiment", "train_experiment"]
+__all__ = ["__version__", "LossurfError", "Experiment", "load_experiment", *_LAZY]

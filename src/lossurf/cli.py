@@ -46,6 +46,8 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Override data.data_dir."),
     device: Optional[str] = typer.Option(None, "--device", help="Override the config's device (cpu, cuda)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per run."),
+    backend: str = typer.Option("local", "--backend", help="Where runs train: local | ray (one task per run)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto or host:port)."),
 ) -> None:
     """Train every run of EXPERIMENT into OUT; running it again resumes what was interrupted."""
     from lossurf.config import load_config
@@ -58,7 +60,10 @@ def train(
     if device is not None:
         config = config.model_copy(update={"device": device})
     with _resumable(), training_progress(progress) as report:
-        statuses = train_experiment(config, out, runs=run, report=report, command=" ".join(sys.argv))
+        statuses = train_experiment(
+            config, out, runs=run, report=report, command=" ".join(sys.argv),
+            backend=None if backend == "local" else _backend(backend, address),
+        )
     for name, status in statuses.items():
         detail = f" at epoch {status['diverged_epoch']}" if status["status"] == "diverged" else ""
         typer.echo(f"{name:<28} {status['status']}{detail}")
