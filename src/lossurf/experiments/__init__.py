@@ -1,0 +1,141 @@
+"""The paper's experiments as one-command recipes.
+
+``run_recipe("optimizers", "digits", "runs/paper")`` trains what the recipe needs (resuming
+anything interrupted), computes its surfaces and writes ``OUT/<recipe>/result.json`` (see
+:mod:`lossurf.experiments.result`); ``run_all`` runs every recipe and then the claims;
+``demo`` does all of it on the ``digits`` preset and writes the HTML report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from lossurf.errors import LossurfError
+from lossurf.experiments import (
+    batchnorm, initialization, optimizers, restarts, runge_kutta, switching,
+)
+from lossurf.experiments.common import Context
+from lossurf.experiments.result import RecipeResult
+from lossurf.presets import Preset, load_preset
+
+__all__ = ["RECIPES", "run_recipe", "run_all", "demo"]
+
+#: Recipe name -> its ``run(ctx)`` (paper section in each module's docstring).
+RECIPES: dict[str, Callable[[Context], RecipeResult]] = {
+    "optimizers": optimizers.run,
+    "restarts": restarts.run,
+    "switching": switching.run,
+    "batchnorm": batchnorm.run,
+    "init": initialization.run,
+    "runge-kutta": runge_kutta.run,
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in RECIPES:
+        raise LossurfError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)} (or all)")
+
+
+def run_recipe(
+    name: str,
+    preset: str | Path | Preset,
+    out: str | Path,
+    data_dir: str | Path | None = None,
+    lr_search: bool = False,
+    progress: bool = True,
+) -> RecipeResult:
+    """Run one recipe; writes and returns its result (``OUT/<name>/result.json``).
+
+    Args:
+        name: a key of :data:`RECIPES`.
+        preset: a built-in preset name, a preset YAML path, or a :class:`Preset`.
+        out: the output folder shared by every recipe.
+        data_dir: where data files live (overrides the preset's ``data.data_dir``).
+        lr_search: pick each method's learning rate on held-out training data first.
+        progress: print progress.
+    """
+    _check_name(name)
+    preset = load_preset(preset)
+    out = Path(out)
+    began = time.perf_counter()
+    lrs: dict[str, float] = {}
+    table = None
+    if lr_search:
+        from lossurf.experiments.lr_search import search_learning_rates
+
+        lrs, table = search_learning_rates(preset, out, list(preset.methods),
+                                           data_dir=Path(data_dir) if data_dir else None,
+                                           progress=progress)
+    ctx = Context(preset=preset, out=out, recipe=name,
+                  data_dir=Path(data_dir) if data_dir else None, progress=progress, lrs=lrs)
+    if progress:
+        print(f"[{name}] preset {preset.name}", flush=True)
+    result = RECIPES[name](ctx)
+    result.measurements["learning_rates"] = dict(ctx.lrs)
+    result.measurements["lr_search"] = bool(lr_search)
+    if table is not None:
+        result.tables["lr_search"] = ctx.table("lr_search", table)
+    result.wall_time = round(time.perf_counter() - began, 2)
+    result.save()
+    if progress:
+        print(f"[{name}] done in {result.wall_time:.1f} s", flush=True)
+    return result
+
+
+def run_all(
+    preset: str | Path | Preset,
+    out: str | Path,
+    data_dir: str | Path | None = None,
+    lr_search: bool = False,
+    progress: bool = True,
+    recipes: list[str] | None = None,
+) -> list[RecipeResult]:
+    """Run every recipe (or ``recipes``), then write ``OUT/claims.json``.
+
+    Recipes a preset leaves out (``batchnorm: null``) are skipped with a note.
+    """
+    from lossurf.analysis.claims import evaluate_claims
+
+    preset = load_preset(preset)
+    for name in recipes or []:
+        _check_name(name)
+    results = []
+    for name in recipes or list(RECIPES):
+        if name == "batchnorm" and preset.batchnorm is None:
+            if progress:
+                print(f"[{name}] skipped: preset {preset.name} has no batchnorm section")
+            continue
+        results.append(run_recipe(name, preset, out, data_dir, lr_search, progress))
+    evaluate_claims(Path(out))
+    return results
+
+
+def demo(out: str | Path = "lossurf-demo", progress: bool = True) -> Path:
+    """Every recipe on the ``digits`` preset, the claims and the HTML report.
+
+    Returns:
+        The path of ``report.html`` (or of ``claims.json`` when no report writer exists).
+    """
+    out = Path(out)
+    began = time.perf_counter()
+    results = run_all("digits", out, progress=progress)
+    try:
+        from lossurf.report import write_report
+    except ImportError:
+        write_report = None
+    report_began = time.perf_counter()
+    path = write_report(out) if write_report else out / "claims.json"
+    report_time = time.perf_counter() - report_began
+    if progress:
+        print("wall time per recipe:")
+        for r in results:
+            print(f"  {r.recipe:<12} {r.wall_time:7.1f} s")
+        if write_report is None:
+            print("  (lossurf.report is not available: no report.html written)")
+        else:
+            print(f"  {'report':<12} {report_time:7.1f} s")
+        print(f"  {'total':<12} {time.perf_counter() - began:7.1f} s")
+        print(f"report: {path}")
+    return path

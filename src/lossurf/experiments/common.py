@@ -1,0 +1,234 @@
+"""What every recipe shares: the run context, shared experiments, surfaces and tables.
+
+Experiments are shared between recipes: ``OUT/experiments/<preset>-<tag>-<hash>`` holds every
+method of the preset (and every switch) for every seed, and each recipe trains only the runs it
+needs (``train_experiment(runs=...)``), so ``restarts`` reuses what ``optimizers`` trained and
+``batchnorm`` what both did. The hash covers the whole training config (learning rates
+included), so a changed preset or an ``--lr-search`` choice trains into a fresh directory.
+Surfaces go to ``OUT/<recipe>/surfaces/<key>.zarr`` (resumable), tables to
+``OUT/<recipe>/tables/<key>.csv``; result paths are relative to ``OUT/<recipe>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lossurf import models
+from lossurf.config import ExperimentConfig, InitSpec, RunSpec, SwitchSpec
+from lossurf.engine import cpu_threads, train_experiment
+from lossurf.errors import LossurfError
+from lossurf.experiment import Experiment, load_experiment
+from lossurf.experiments.result import RecipeResult
+from lossurf.presets import Preset
+
+__all__ = ["Context", "run_label", "switch_name"]
+
+
+def switch_name(a: str, b: str, fraction: float) -> str:
+    """Run name of "method ``a`` for ``fraction`` of the epochs, then ``b``"."""
+    return f"{a}-to-{b}-{round(fraction * 100)}"
+
+
+def run_label(exp: Experiment, run: str, seed: int) -> str:
+    """The run's name in ``exp`` (``adam`` with one seed, ``adam@seed1`` with several)."""
+    return run if len(exp.config.seeds) == 1 else f"{run}@seed{seed}"
+
+
+@dataclass
+class Context:
+    """One recipe's run: the preset, the output folder, and caches of loaded things."""
+
+    preset: Preset
+    out: Path
+    recipe: str
+    data_dir: Path | None = None
+    progress: bool = True
+    lrs: dict[str, float] = field(default_factory=dict)
+    _data: dict[str, Any] = field(default_factory=dict)
+    _models: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.lrs:
+            self.lrs = {name: m.lr for name, m in self.preset.methods.items()}
+
+    @property
+    def root(self) -> Path:
+        return self.out / self.recipe
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to this recipe's folder (as result.json stores it)."""
+        return os.path.relpath(path, self.root)
+
+    # ---- training -------------------------------------------------------------------------
+    def method_run(self, method: str) -> RunSpec:
+        spec = self.preset.methods[method]
+        return RunSpec(optimizer=spec.optimizer, lr=self.lrs[method], options=spec.options, name=method)
+
+    def switch_run(self, a: str, b: str, fraction: float) -> RunSpec:
+        first, second = self.preset.methods[a], self.preset.methods[b]
+        switch = SwitchSpec(to=second.optimizer, lr=self.lrs[b], at=fraction, options=second.options)
+        return RunSpec(
+            optimizer=first.optimizer, lr=self.lrs[a], options=first.options, switch=switch,
+            name=switch_name(a, b, fraction),
+        )
+
+    def config(
+        self,
+        tag: str = "",
+        *,
+        batch_norm: bool | None = None,
+        init: InitSpec | None = None,
+        methods: list[str] | None = None,
+        seeds: list[int] | None = None,
+        epochs: int | None = None,
+    ) -> ExperimentConfig:
+        """An experiment of the preset: by default every method and every switch, all seeds."""
+        p = self.preset
+        model = p.model
+        if batch_norm is not None:
+            if "batch_norm" not in models.options(model.name):
+                raise LossurfError(
+                    f"model {model.name!r} has no batch_norm option, so the {self.recipe} recipe "
+                    "cannot run on it; use a preset with a convolutional model"
+                )
+            model = model.model_copy(update={"options": {**model.options, "batch_norm": batch_norm}})
+        if init is not None:
+            model = model.model_copy(update={"init": init})
+        runs = [self.method_run(m) for m in (methods or list(p.methods))]
+        if methods is None:
+            runs += [self.switch_run(a, b, f) for a, b in p.switching.pairs for f in p.switching.fractions]
+        data = p.data if self.data_dir is None else p.data.model_copy(update={"data_dir": self.data_dir})
+        raw = dict(
+            data=data, model=model, seeds=seeds or p.seeds, epochs=epochs or p.epochs,
+            batch_size=p.batch_size, eval_subset=p.eval_subset, checkpoint_every=p.checkpoint_every,
+            device=p.device, threads=p.threads, runs=runs,
+        )
+        body = ExperimentConfig(name="x", **raw).model_dump(mode="json")
+        body.pop("name")
+        body.get("data", {}).pop("data_dir", None)  # where the files are does not change results
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:8]
+        # The name depends on the content only, so recipes asking for the same runs share them.
+        hint = model.name + ("-bn" if model.options.get("batch_norm") else "")
+        if model.init.scheme != "default":
+            hint += f"-init{model.init.mean:g}_{model.init.std:g}"
+        return ExperimentConfig(name=f"{p.name}-{hint}-{digest}", **raw)
+
+    def train(self, config: ExperimentConfig, runs: list[str],
+              seeds: list[int] | None = None) -> tuple[Experiment, str]:
+        """Train (or resume, or skip) ``runs`` (base names) of ``config`` for ``seeds`` (default
+        all); returns the experiment and its path relative to the recipe's folder."""
+        path = self.out / "experiments" / config.name
+        wanted = [name for name, spec, seed in config.iter_runs()
+                  if spec.base_name() in runs and (seeds is None or seed in seeds)]
+        report = _printer(config.name) if self.progress else None
+        dataset = self.dataset(config)
+        train_experiment(config, path, runs=wanted, report=report, dataset=dataset,
+                         command=f"lossurf run {self.recipe} --preset {self.preset.name}")
+        return load_experiment(path), self.rel(path)
+
+    def dataset(self, config: ExperimentConfig) -> Any:
+        key = config.data.model_dump_json()
+        if key not in self._data:
+            from lossurf import data
+
+            self._data[key] = data.load(config.data)
+        return self._data[key]
+
+    # ---- surfaces --------------------------------------------------------------------------
+    def model(self, exp: Experiment) -> Any:
+        key = exp.config.model.model_dump_json()
+        if key not in self._models:
+            self._models[key] = exp.model()
+        return self._models[key]
+
+    def eval_data(self, exp: Experiment, split: str) -> Any:
+        from lossurf.surface.evaluate import EvalData
+
+        key = (exp.config.data.model_dump_json(), split)
+        if key not in self._data:
+            s = self.preset.surface
+            self._data[key] = EvalData.from_dataset(
+                self.dataset(exp.config), split=split, subset=s.subset, seed=0,
+                bn_examples=s.bn_examples,
+            )
+        return self._data[key]
+
+    def finished(self, exp: Experiment, run: str) -> bool:
+        return exp.status(run)["status"] == "finished"
+
+    def surface(self, kind: str, key: str, exp: Experiment, points: list[str], *,
+                split: str = "train", **options: Any) -> tuple[Any, str]:
+        """Compute (or reopen) one surface over the named end points of ``exp``.
+
+        ``points`` are end-point names or ``(label, state_dict)`` pairs. ``kind``: ``line`` (2 points), ``distance`` (line with fdist from the first), ``basin``
+        (minimum, init) or a plane kind (``barycentric``, ``bilinear``, ``affine``).
+        """
+        from lossurf import surface as S
+
+        s = self.preset.surface
+        store = self.root / "surfaces" / f"{key}.zarr"
+        store.parent.mkdir(parents=True, exist_ok=True)
+        states = [exp.resolve(p).weights if isinstance(p, str) else p[1] for p in points]
+        labels = [p if isinstance(p, str) else p[0] for p in points]
+        model = self.model(exp)
+        attrs = {"endpoints": labels, "experiment": self.rel(exp.path)}
+        common = dict(bn=s.bn, store=store, attrs=attrs, progress=self.progress, device=self.preset.device)
+        if s.batch_size:
+            common["batch_size"] = s.batch_size
+        data = self.eval_data(exp, split)
+        with cpu_threads(exp.config):
+            if kind == "line":
+                ds = S.line(model, states[0], states[1], data, **common, **options)
+            elif kind == "distance":
+                ds = S.line(model, states[0], states[1], data, reference=states[0], **common, **options)
+            elif kind == "basin":
+                ds = S.basin(model, states[0], states[1], data, **common, **options)
+            else:
+                ds = S.plane(model, states, data, kind=kind, **common, **options)
+        return ds, self.rel(store)
+
+    def functional_distance(self, exp: Experiment, a: str, b: str) -> dict[str, float]:
+        from lossurf import surface as S
+
+        s = self.preset.surface
+        with cpu_threads(exp.config):
+            return S.functional_distance(
+                self.model(exp), exp.resolve(a).weights, exp.resolve(b).weights,
+                self.eval_data(exp, "test"), bn=s.bn, device=self.preset.device,
+            )
+
+    # ---- outputs ---------------------------------------------------------------------------
+    def table(self, key: str, frame: pd.DataFrame) -> str:
+        path = self.root / "tables" / f"{key}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(path, index=False)
+        return self.rel(path)
+
+    def result(self, title: str, section: str) -> RecipeResult:
+        return RecipeResult(recipe=self.recipe, title=title, section=section,
+                            preset=self.preset.name, root=self.root)
+
+
+def _printer(name: str):
+    def report(run: str, epoch: int, epochs: int, row: dict) -> None:
+        if epoch == epochs or row.get("diverged"):
+            acc = row.get("test_accuracy", float("nan"))
+            state = "diverged" if row.get("diverged") else f"test accuracy {acc:.3f}"
+            print(f"  [{name}] {run}: epoch {epoch}/{epochs}, {state}", flush=True)
+
+    return report
+
+
+def values(ds: Any, var: str = "loss") -> np.ndarray:
+    """A surface variable as a float numpy array."""
+    return np.asarray(ds[var].values, dtype=float)

@@ -1,0 +1,68 @@
+"""Appendix A.5: SGD from the exotic initializations N(-10, 0.01) and N(-1, 1), with and
+without batch norm (Fig. 11): the line from each initialization to where training ended, how
+far training moved, and the loss on a short line around the initialization (a plateau is
+flat there; a bad minimum rises)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lossurf import models
+from lossurf.experiments.common import Context, run_label
+from lossurf.experiments.result import FigureSpec, RecipeResult
+
+TITLE, SECTION = "Exotic initializations", "A.5"
+
+#: How far toward the default initialization the plateau probe looks (fraction of the way).
+PROBE_RANGE = 0.05
+
+
+def run(ctx: Context) -> RecipeResult:
+    """Train ``preset.init.method`` from each exotic initialization, with and without BN."""
+    p, settings = ctx.preset, ctx.preset.init
+    result = ctx.result(TITLE, SECTION)
+    seed = p.seeds[0]
+    rows, lines, curves = [], [], []
+    for init in settings.inits:
+        tag = f"N({init.mean:g}, {init.std:g})"
+        for bn in (True, False):
+            key = f"init{init.mean:g}_{init.std:g}-{'bn' if bn else 'no-bn'}"
+            config = ctx.config(key, batch_norm=bn, init=init, methods=[settings.method],
+                                seeds=[seed], epochs=settings.epochs)
+            exp, rel = ctx.train(config, [settings.method])
+            result.experiments[key] = rel
+            run_name = run_label(exp, settings.method, seed)
+            label = f"{tag}, {'with' if bn else 'without'} BN"
+            curves.append({"label": label, "experiment": key, "run": run_name, "group": tag})
+            metrics = exp.metrics(run_name)
+            row = {"init": tag, "mean": init.mean, "std": init.std, "batch_norm": bn,
+                   "experiment": key, "run": run_name, "status": exp.status(run_name)["status"],
+                   "initial_train_loss": float(metrics["train_loss"].iloc[0]),
+                   "final_train_loss": float(metrics["train_loss"].iloc[-1]),
+                   "final_train_accuracy": float(metrics["train_accuracy"].iloc[-1]),
+                   "distance_moved": float(metrics["distance_from_init"].iloc[-1])}
+            end = run_name if row["status"] == "finished" else f"{run_name}:epoch=0"
+            _, row["line"] = ctx.surface("line", f"{key}-line", exp, [exp.init_label(seed), end],
+                                         steps=p.surface.line_steps)
+            lines.append({"label": label, "surface": row["line"], "group": tag})
+            # The plateau probe: a short step from the exotic init toward a default one.
+            default = models.build(exp.config.model.model_copy(update={"init": type(init)()}),
+                                   seed=seed).state_dict()
+            _, row["probe"] = ctx.surface(
+                "line", f"{key}-probe", exp, [exp.init_label(seed), ("default-init", default)],
+                range=(0.0, PROBE_RANGE), steps=p.surface.line_steps)
+            rows.append(row)
+    result.measurements["runs"] = rows
+    result.measurements["num_classes"] = int(ctx.dataset(config).num_classes)
+    result.tables["init"] = ctx.table("init", pd.DataFrame(rows))
+    result.figures += [
+        FigureSpec("fig11", "Fig. 11: from exotic initializations",
+                   "Loss along the line from each exotic initialization (alpha = 0) to where "
+                   "training ended (alpha = 1), with and without batch norm.", "lines",
+                   {"series": lines, "x": "alpha", "var": "loss", "panels_by": "group"}),
+        FigureSpec("fig11-curves", "Training from exotic initializations",
+                   "Training accuracy and distance from the initialization per epoch.", "curves",
+                   {"series": curves, "columns": ["train_accuracy", "distance_from_init"],
+                    "x": "epoch"}),
+    ]
+    return result

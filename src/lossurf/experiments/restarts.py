@@ -1,0 +1,79 @@
+"""Section 4.2: every method from several initializations.
+
+Fig. 5 (loss from each initialization to its minimum, and between the minima of selected
+pairs per seed), Fig. 6 (basin profiles in absolute distance, past the initialization) and
+Fig. 10 (the line from initialization to minimum extended to alpha = 2). The measurements
+list every profile's surface by method and seed; :mod:`lossurf.analysis.claims` turns them
+into basin widths (claim 5), profile similarity (claim 4) and the rise past alpha = 1 (10).
+"""
+
+from __future__ import annotations
+
+from lossurf.experiments.common import Context, run_label
+from lossurf.experiments.result import FigureSpec, RecipeResult
+
+TITLE, SECTION = "Different optimizers from several initializations", "4.2"
+
+
+def profiles(ctx: Context, exp, methods: list[str], pairs, prefix: str = "") -> dict:
+    """Compute init->minimum lines (to alpha = extend_to), basins and minimum-to-minimum
+    lines of ``methods`` for every seed; returns ``{"extended", "basins", "pairs"}`` lists."""
+    p = ctx.preset
+    out = {"extended": [], "basins": [], "pairs": []}
+    for seed in p.seeds:
+        for m in methods:
+            run = run_label(exp, m, seed)
+            if not ctx.finished(exp, run):
+                continue
+            init = exp.init_label(seed)
+            _, ext = ctx.surface("line", f"{prefix}extended-{m}-s{seed}", exp, [init, run],
+                                 range=(0.0, p.surface.extend_to), steps=p.surface.extended_steps)
+            out["extended"].append({"method": m, "seed": seed, "surface": ext})
+            _, bas = ctx.surface("basin", f"{prefix}basin-{m}-s{seed}", exp, [run, init],
+                                 steps=p.surface.basin_steps)
+            out["basins"].append({"method": m, "seed": seed, "surface": bas})
+        for a, b in pairs:
+            ra, rb = run_label(exp, a, seed), run_label(exp, b, seed)
+            if ctx.finished(exp, ra) and ctx.finished(exp, rb):
+                _, rel = ctx.surface("line", f"{prefix}pair-{a}-{b}-s{seed}", exp, [ra, rb],
+                                     steps=p.surface.line_steps)
+                out["pairs"].append({"a": a, "b": b, "seed": seed, "surface": rel})
+    return out
+
+
+def run(ctx: Context) -> RecipeResult:
+    """Train the methods of ``preset.restarts`` for every seed and compute their profiles."""
+    settings = ctx.preset.restarts
+    result = ctx.result(TITLE, SECTION)
+    exp, rel = ctx.train(ctx.config("main"), settings.methods)
+    result.experiments["main"] = rel
+    found = profiles(ctx, exp, settings.methods, settings.pairs)
+    result.measurements.update(found)
+    result.measurements["extend_to"] = ctx.preset.surface.extend_to
+    line = lambda e: {"label": f"{e['method']} (seed {e['seed']})", "surface": e["surface"],  # noqa: E731
+                      "group": e["method"]}
+    result.figures += [
+        FigureSpec("fig5a", "Fig. 5: from initialization to minimum",
+                   "Loss along theta(alpha) from each initialization (alpha = 0) to the minimum "
+                   "a method reached (alpha = 1), one panel per method, one line per seed.",
+                   "lines", {"series": [line(e) for e in found["extended"]], "x": "alpha",
+                             "var": "loss", "panels_by": "group", "xlim": [0.0, 1.0]}),
+        FigureSpec("fig5b", "Fig. 5: between the minima of two methods",
+                   "Loss along the line from method A's minimum (alpha = 0) to method B's "
+                   "(alpha = 1), for each initialization.",
+                   "lines", {"series": [{"label": f"{e['a']} -> {e['b']} (seed {e['seed']})",
+                                         "surface": e["surface"], "group": f"{e['a']}|{e['b']}"}
+                                        for e in found["pairs"]],
+                             "x": "alpha", "var": "loss", "panels_by": "group"}),
+        FigureSpec("fig6", "Fig. 6: basins in absolute distance",
+                   "Loss from each minimum (lambda = 0) toward and past its initialization, in "
+                   "weight-space distance (eq. 1).",
+                   "lines", {"series": [line(e) for e in found["basins"]], "x": "lambda",
+                             "var": "loss", "panels_by": "group"}),
+        FigureSpec("fig10", "Fig. 10: past the minimum",
+                   "The line from initialization to minimum extended to alpha = "
+                   f"{ctx.preset.surface.extend_to:g}.",
+                   "lines", {"series": [line(e) for e in found["extended"]], "x": "alpha",
+                             "var": "loss", "panels_by": "group"}),
+    ]
+    return result

@@ -1,0 +1,41 @@
+"""Appendix A.4: second-order Runge-Kutta against SGD and Adam (Fig. 9), compared at equal
+epochs and at equal gradient evaluations (an RK2 step costs two)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lossurf.experiments.common import Context, run_label
+from lossurf.experiments.result import FigureSpec, RecipeResult
+
+TITLE, SECTION = "Runge-Kutta integrators", "A.4"
+
+
+def run(ctx: Context) -> RecipeResult:
+    """Train ``preset.runge_kutta.methods`` (first seed) and tabulate their curves."""
+    p, settings = ctx.preset, ctx.preset.runge_kutta
+    result = ctx.result(TITLE, SECTION)
+    seed = p.seeds[0]
+    exp, rel = ctx.train(ctx.config("main"), settings.methods, seeds=[seed])
+    result.experiments["main"] = rel
+    series = [{"label": m, "experiment": "main", "run": run_label(exp, m, seed)}
+              for m in settings.methods]
+    rows = []
+    for m in settings.methods:
+        frame = exp.metrics(run_label(exp, m, seed))
+        rows.append({"method": m, "status": exp.status(run_label(exp, m, seed))["status"],
+                     "final_train_accuracy": float(frame["train_accuracy"].iloc[-1]),
+                     "mean_train_accuracy": float(frame["train_accuracy"].iloc[1:].mean()),
+                     "gradient_evaluations": int(frame["gradient_evaluations"].iloc[-1])})
+    result.measurements["runs"] = {m: s["run"] for m, s in zip(settings.methods, series)}
+    result.tables["summary"] = ctx.table("summary", pd.DataFrame(rows))
+    result.figures += [
+        FigureSpec("fig9-epochs", "Fig. 9: Runge-Kutta at equal epochs",
+                   "Training accuracy per epoch.", "curves",
+                   {"series": series, "columns": ["train_accuracy"], "x": "epoch"}),
+        FigureSpec("fig9-evaluations", "Fig. 9: Runge-Kutta at equal gradient evaluations",
+                   "Training accuracy against the number of gradient evaluations (an RK2 "
+                   "step costs two).", "curves",
+                   {"series": series, "columns": ["train_accuracy"], "x": "gradient_evaluations"}),
+    ]
+    return result

@@ -1,0 +1,201 @@
+"""Presets: everything the paper's recipes need, as one validated YAML file.
+
+A preset names the data, the model, the training budget, the learning rate of every method and
+the sizes of the surfaces, plus per-recipe lists (which method pairs to draw, which switches
+to train). ``digits`` is the embedded default (minutes on a laptop CPU), ``cifar10`` and ``ptb``
+are the paper's scale. Copy one (``src/lossurf/presets/*.yaml``), edit it and pass its path.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lossurf.config import DataSpec, InitSpec, ModelSpec
+from lossurf.errors import LossurfError
+
+__all__ = ["Preset", "MethodSpec", "SurfaceSettings", "load_preset", "preset_names", "PAPER_LR_GRIDS"]
+
+#: The paper's learning-rate grids (section 3.4); Runge-Kutta variants double them.
+PAPER_LR_GRIDS: dict[str, list[float]] = {
+    "sgd": [0.2, 0.1, 0.05, 0.01],
+    "adaptive": [0.002, 0.001, 0.0005, 0.0001],
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MethodSpec(_Frozen):
+    """A named training method: an optimizer (any ``lossurf.optim`` name) and its lr."""
+
+    optimizer: str
+    lr: float = Field(gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    lr_grid: list[float] | None = None  # for --lr-search; default: the paper's grid
+
+
+class SurfaceSettings(_Frozen):
+    """Sizes and data of every surface a recipe computes."""
+
+    subset: int | None = Field(default=512, ge=1)
+    bn_examples: int = Field(default=1024, ge=1)
+    bn: Literal["recompute", "interpolate", "batch"] = "recompute"
+    line_steps: int = Field(default=21, ge=3)
+    extended_steps: int = Field(default=41, ge=3)
+    extend_to: float = Field(default=2.0, gt=1)
+    basin_steps: int = Field(default=41, ge=3)
+    plane_steps: int = Field(default=21, ge=2)
+    batch_size: int | None = Field(default=None, ge=1)
+
+
+class OptimizersSettings(_Frozen):
+    methods: list[str] = Field(min_length=2)
+    pairs: list[tuple[str, str]] = Field(min_length=1)
+    bilinear_methods: list[str] = Field(min_length=4, max_length=4)
+
+
+class RestartsSettings(_Frozen):
+    methods: list[str] = Field(min_length=2)
+    pairs: list[tuple[str, str]] = Field(min_length=1)
+
+
+class SwitchingSettings(_Frozen):
+    pairs: list[tuple[str, str]] = Field(min_length=1)
+    fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+
+
+class BatchnormSettings(_Frozen):
+    methods: list[str] = Field(min_length=2)
+    pairs: list[tuple[str, str]] = Field(min_length=1)
+
+
+class InitSettings(_Frozen):
+    method: str = "sgd"
+    inits: list[InitSpec] = Field(min_length=1)
+    epochs: int | None = Field(default=None, ge=1)
+
+
+class RungeKuttaSettings(_Frozen):
+    methods: list[str] = Field(min_length=2)
+
+
+class LrSearchSettings(_Frozen):
+    epochs: int = Field(default=3, ge=1)
+    holdout: float = Field(default=0.2, gt=0, lt=1)
+    max_train: int | None = Field(default=None, ge=2)
+
+
+class Preset(_Frozen):
+    """A whole reproduction setting (see ``digits.yaml`` for a commented example)."""
+
+    name: str
+    description: str = ""
+    data: DataSpec
+    model: ModelSpec
+    seeds: list[int] = Field(min_length=2)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    eval_subset: int | None = Field(default=1024, ge=1)
+    checkpoint_every: int = Field(default=1, ge=1)
+    device: str = "cpu"
+    threads: int | None = Field(default=None, ge=1)
+    methods: dict[str, MethodSpec] = Field(min_length=1)
+    surface: SurfaceSettings = Field(default_factory=SurfaceSettings)
+    lr_search: LrSearchSettings = Field(default_factory=LrSearchSettings)
+    optimizers: OptimizersSettings
+    restarts: RestartsSettings
+    switching: SwitchingSettings
+    batchnorm: BatchnormSettings | None = None  # None: the model has no batch-norm option
+    init: InitSettings
+    runge_kutta: RungeKuttaSettings
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> "Preset":
+        known = set(self.methods)
+        bad = [c for c in self.methods if any(ch in c for ch in "/@:, \t")]
+        if bad:
+            raise ValueError(f"method names {bad} must contain none of '/@:, '")
+        used: list[tuple[str, str]] = []
+        sections = [s for s in ("optimizers", "restarts", "batchnorm") if getattr(self, s)]
+        for section in sections:
+            settings = getattr(self, section)
+            used += [(f"{section}.methods", m) for m in settings.methods]
+            used += [(f"{section}.pairs", m) for pair in settings.pairs for m in pair]
+        used += [("optimizers.bilinear_methods", m) for m in self.optimizers.bilinear_methods]
+        used += [("switching.pairs", m) for pair in self.switching.pairs for m in pair]
+        used += [("runge_kutta.methods", m) for m in self.runge_kutta.methods]
+        used.append(("init.method", self.init.method))
+        for where, method in used:
+            if method not in known:
+                raise ValueError(
+                    f"{where} names method {method!r}, which is not defined under methods: "
+                    f"(defined: {sorted(known)}); add it there or remove it here"
+                )
+        for f in self.switching.fractions:
+            if not 0 < f < 1:
+                raise ValueError(f"switching.fractions: {f} is not strictly between 0 and 1")
+        for section in sections:
+            settings = getattr(self, section)
+            missing = sorted({m for p in settings.pairs for m in p} - set(settings.methods))
+            if missing:
+                raise ValueError(f"{section}.pairs use {missing}, not listed in {section}.methods")
+        return self
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in presets."""
+    folder = resources.files("lossurf.presets")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _format(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return f"invalid preset {source}:\n" + "\n".join(lines)
+
+
+def parse_preset(raw: Any, source: str = "<dict>") -> Preset:
+    """Validate a mapping as a :class:`Preset`; errors name the bad field."""
+    if not isinstance(raw, dict):
+        raise LossurfError(f"preset {source} must hold a mapping of fields (name:, data:, model:, ...)")
+    try:
+        return Preset.model_validate(raw)
+    except ValidationError as error:
+        raise LossurfError(_format(error, source)) from None
+
+
+def load_preset(name_or_path: str | Path | Preset) -> Preset:
+    """A built-in preset by name (``digits``, ``cifar10``, ``ptb``) or a YAML file by path.
+
+    Raises:
+        LossurfError: unknown name, missing file, invalid YAML or an invalid field.
+    """
+    if isinstance(name_or_path, Preset):
+        return name_or_path
+    text = str(name_or_path)
+    if text in preset_names():
+        source = resources.files("lossurf.presets").joinpath(f"{text}.yaml")
+        content, where = source.read_text(), f"{text!r} (built in)"
+    else:
+        path = Path(text)
+        if not path.is_file():
+            raise LossurfError(
+                f"unknown preset {text!r}: not a built-in preset ({', '.join(preset_names())}) "
+                "and no such file; pass one of those names or the path of a preset YAML file"
+            )
+        content, where = path.read_text(), str(path)
+    try:
+        raw = yaml.safe_load(content)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LossurfError(f"preset {where} is not valid YAML{at}: fix the syntax") from None
+    return parse_preset(raw, where)
