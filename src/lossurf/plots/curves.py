@@ -57,7 +57,7 @@ def draw_curves(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
     notes: list[str] = []
     handles: dict = {}
     with style():
-        fig = new_figure(4.0 * cols + 2.2, 3.1 * rows + 0.3)
+        fig = new_figure(3.1 * cols + 2.2, 2.9 * rows + 0.3)
         axes = fig.subplots(rows, cols, squeeze=False)
         for index, column in enumerate(columns):
             ax = axes[index // cols][index % cols]

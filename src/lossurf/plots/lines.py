@@ -53,7 +53,7 @@ def draw_lines(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
     clipped: dict[str, int] = {}
     notes: list[str] = []
     with style():
-        fig = new_figure(3.6 * columns + 1.8, 3.0 * rows + 0.3)
+        fig = new_figure(3.2 * columns + 2.0, 2.9 * rows + 0.3)
         axes = fig.subplots(rows, columns, squeeze=False, sharey=False)
         any_clipped = False
         for index, (group, members) in enumerate(panels.items()):
@@ -70,7 +70,9 @@ def draw_lines(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
             for series, xs, values, missing in loaded:
                 label = str(series["label"])
                 c = clip_values(values, missing=missing, ceiling=ceiling)
-                ax.plot(xs, c.values, color=color_for(label), label=label)
+                # the line breaks at clipped points: only the marks show where they were
+                shown = np.where(c.clipped, np.nan, c.values)
+                ax.plot(xs, shown, color=color_for(label), label=label)
                 if c.count:
                     any_clipped = True
                     ax.plot(xs[c.clipped], c.values[c.clipped], "x", color=CLIP_COLOR,

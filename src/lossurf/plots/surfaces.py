@@ -9,9 +9,11 @@ The ``pair_grid`` overview is an NxN grid. Lower triangle: the barycentric surfa
 cell is ~1.5 in wide, where a 3-D projection is unreadable -- so cells compare directly (a wide
 dark basin is a wide basin). Upper triangle: functional distance from A along the line to B
 (solid, left axis) and label disagreement (dashed, right axis). Diagonal: the method's name.
-Every pair also gets its own readable figure (a :class:`~lossurf.plots.base.Part`: 3-D surface,
-contour, distances), and the lower triangle goes to one interactive plotly scene with a
-dropdown.
+Pairs also get their own readable figure (a :class:`~lossurf.plots.base.Part`: 3-D surface,
+contour, distances): the pairs listed in ``data["detail_pairs"]`` (``["a|b", ...]``), by default
+every pair for up to 4 methods and, beyond, the pairs of the first method (the paper's SGD
+against each other method) -- 21 static 3-D figures for 7 methods would cost the demo minutes.
+Every pair's 3-D surface is in the one interactive plotly scene, chosen with a dropdown.
 """
 
 from __future__ import annotations
@@ -166,6 +168,14 @@ def _draw_distances(ax, xs, values, *, small: bool) -> int:
     return count
 
 
+def _detailed(data: dict, methods: list[str], a: str, b: str) -> bool:
+    """Whether pair (a, b) gets its own static figure (see the module docstring)."""
+    wanted = data.get("detail_pairs")
+    if wanted is not None:
+        return f"{a}|{b}" in wanted or f"{b}|{a}" in wanted
+    return len(methods) <= 4 or methods[0] in (a, b)
+
+
 def draw_pair_grid(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
     """Draw the ``pair_grid`` overview and one figure per pair."""
     require(spec.data, spec, "methods")
@@ -231,7 +241,8 @@ def draw_pair_grid(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
                     ax.tick_params(labelbottom=False)
         if filled is not None:
             bar = fig.colorbar(filled, ax=axes, location="right", shrink=0.6)
-            bar.set_label("loss (lower triangle)")
+            hatched = any(p.count for p in planes.values())
+            bar.set_label("loss (lower triangle" + ("; hatched = clipped)" if hatched else ")"))
         from matplotlib.lines import Line2D
 
         fig.legend(
@@ -239,8 +250,13 @@ def draw_pair_grid(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
             ["functional distance (upper, left axis)", "label disagreement (upper, right axis)"],
             loc="outside upper center", ncols=2,
         )
+        fig.supxlabel("lower: α (init at 0, the A–B edge at 1) · upper: α along the line "
+                      "from A to B", fontsize=11)
+        fig.supylabel("lower: β (B = row at 0, A = column at 1)", fontsize=11)
         for (i, j), plane in planes.items():
             a, b = methods[j], methods[i]
+            if not _detailed(spec.data, methods, a, b):
+                continue
             title = f"{a} and {b}: loss over (init, {a}, {b})"
             line = lines.get((j, i))
             if line is not None:

@@ -1,0 +1,273 @@
+"""The reproduction report: one self-contained ``report.html`` from a recipes' output directory.
+
+``write_report(OUT)`` finds every ``OUT/<recipe>/result.json``, draws each figure into
+``OUT/figures/<recipe>-<key>.png/.pdf`` (:func:`lossurf.plots.draw`), reads ``OUT/claims.json``
+and writes ``OUT/report.html``:
+
+- a reproduction table, claim by claim, with a HELD / NOT HELD / NOT TESTED badge;
+- one section per recipe in the paper's order (4.1-4.4, A.4-A.6), each figure with its title,
+  caption, clipping note and a link to its PDF, and interactive 3-D surfaces;
+- each recipe's settings and provenance (config, versions, command, checkpoint hashes, wall
+  times) in collapsible ``<details>``.
+
+The page opens offline: figures are base64 PNGs, styles are inline, and plotly.js is inlined
+once in a ``<script id="plotly-bundle">`` -- the only place where URLs (inside plotly's own
+source) appear. Every text from the data is escaped. A figure that cannot be drawn shows its
+error in place; recipes that did not run have no section and their claims read NOT TESTED.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from lossurf.errors import LossurfError
+from lossurf.experiments.result import Claim, RecipeResult
+from lossurf.runs import atomic_write_text
+
+__all__ = ["write_report", "RECIPE_ORDER", "find_results"]
+
+#: Recipes in the paper's order; others follow alphabetically.
+RECIPE_ORDER = ("optimizers", "restarts", "switching", "batchnorm", "runge-kutta", "init")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;font-size:16px;
+ line-height:1.45;max-width:1180px;margin:0 auto;padding:1em 1.5em;color:#222}
+h1{font-size:1.7em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+figure{margin:1.5em 0;padding:.8em;border:1px solid #e4e4e4;border-radius:6px}
+figure img{display:block;max-width:100%;height:auto}
+figcaption{font-size:.95em;color:#333;margin-top:.5em}
+figure h3{margin:.1em 0 .5em 0;font-size:1.15em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.95em}
+th,td{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}
+th{background:#f3f3f3}
+.badge{display:inline-block;padding:.15em .6em;border-radius:4px;font-weight:bold;
+ font-size:.85em;white-space:nowrap}
+.held{background:#1a7f37;color:#fff}.not-held{background:#cf222e;color:#fff}
+.not-tested{background:#d0d7de;color:#24292f}
+.error{background:#fff4f4;border:1px solid #cf222e;padding:.5em;border-radius:4px}
+.note{color:#8a4b00}
+details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
+pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
+.plotly-holder{margin-top:.8em}nav ol{columns:2}
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape any value for HTML text and attributes."""
+    return html.escape(str(value), quote=True)
+
+
+def find_results(out: Path) -> list[RecipeResult]:
+    """Every ``OUT/*/result.json``, in the paper's order."""
+    results = [RecipeResult.load(p.parent) for p in sorted(Path(out).glob("*/result.json"))]
+
+    def rank(r: RecipeResult) -> tuple:
+        order = RECIPE_ORDER.index(r.recipe) if r.recipe in RECIPE_ORDER else len(RECIPE_ORDER)
+        return (order, r.recipe)
+
+    return sorted(results, key=rank)
+
+
+def _badge(held: bool | None) -> str:
+    if held is True:
+        return '<span class="badge held">HELD</span>'
+    if held is False:
+        return '<span class="badge not-held">NOT HELD</span>'
+    return '<span class="badge not-tested">NOT TESTED</span>'
+
+
+def _claims_table(out: Path, ran: set[str]) -> str:
+    path = out / "claims.json"
+    if not path.is_file():
+        return ('<p class="note">No claims.json in this output: the reproduction table is '
+                "computed after all recipes (run <code>lossurf run all</code>).</p>")
+    claims = Claim.load_all(path)
+    rows = []
+    for c in sorted(claims, key=lambda c: c.number):
+        # the verdict is claims.json's (computed from the data); a claim whose recipe did not
+        # run is not tested whatever the file says
+        held = c.held if c.recipe in ran else None
+        rows.append(
+            f'<tr id="claim-{_e(c.number)}"><td>{_e(c.number)}</td><td>{_e(c.claim)}</td>'
+            f"<td>{_e(c.quantity)}</td><td>{_e(c.measured)}</td><td>{_badge(held)}</td>"
+            f"<td>{_e(c.recipe)}</td></tr>"
+        )
+    return ("<table><tr><th>#</th><th>claim of the paper</th><th>quantity that tests it</th>"
+            "<th>measured here</th><th>held?</th><th>recipe</th></tr>" + "".join(rows)
+            + "</table>")
+
+
+def _img(path: Path, alt: str, width_in: float) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    # 100 CSS px per inch: every figure's 10-11 pt text shows at the same ~14 px
+    width = int(round(width_in * 100))
+    return (f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}" '
+            f'style="width:{width}px">')
+
+
+def _figure(spec, result: RecipeResult, figures_dir: Path, out: Path) -> str:
+    from lossurf.plots import draw
+
+    anchor = _e(f"{result.recipe}-{spec.key}")
+    head = f'<figure id="{anchor}"><h3>{_e(spec.title)}</h3>'
+    try:
+        drawn = draw(spec, result, figures_dir)
+    except (LossurfError, OSError, KeyError, ValueError, TypeError) as err:
+        return (head + f'<div class="error">This figure could not be drawn: {_e(err)}</div>'
+                f"<figcaption>{_e(spec.caption)}</figcaption></figure>")
+    body = [head, _img(drawn.png, spec.title, drawn.width_in)]
+    notes = " ".join(drawn.notes)
+    pdf = drawn.pdf.relative_to(out).as_posix()
+    body.append(f"<figcaption>{_e(spec.caption)}"
+                + (f' <span class="note">{_e(notes)}</span>' if notes else "")
+                + f' <a href="{_e(pdf)}">PDF</a></figcaption>')
+    if drawn.parts:
+        inner = "".join(
+            f"<h4>{_e(p.title)}</h4>{_img(p.png, p.title, p.width_in)}"
+            f'<p><a href="{_e(p.pdf.relative_to(out).as_posix())}">PDF</a></p>'
+            for p in drawn.parts
+        )
+        body.append(f"<details><summary>One figure per pair ({len(drawn.parts)})</summary>"
+                    f"{inner}</details>")
+    if drawn.html_fragment:
+        body.append('<div class="plotly-holder"><p><b>Interactive 3-D</b> (drag to rotate'
+                    + ("; choose the pair in the menu" if "updatemenus" in drawn.html_fragment
+                       else "") + f")</p>{drawn.html_fragment}</div>")
+    body.append("</figure>")
+    return "".join(body)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def _experiment_provenance(name: str, root: Path) -> str:
+    parts = [f"<details><summary>experiment {_e(name)} ({_e(root.name)})</summary>"]
+    config = _read(root / "experiment.yaml")
+    if config is not None:
+        parts.append(f"<details><summary>config (experiment.yaml)</summary><pre>{_e(config)}"
+                     "</pre></details>")
+    manifest = _read(root / "manifest.json")
+    if manifest is not None:
+        try:
+            info = json.loads(manifest)
+        except json.JSONDecodeError:
+            info = {}
+        rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(info[k])}</td></tr>"
+                       for k in ("lossurf", "torch", "python", "command") if k in info)
+        parts.append(f"<table>{rows}</table>")
+    runs_dir = root / "runs"
+    rows = []
+    for run_dir in sorted(p for p in runs_dir.glob("*") if p.is_dir()):
+        status_text = _read(run_dir / "status.json")
+        status = json.loads(status_text) if status_text else {"status": "not started"}
+        wall = _last_wall_time(run_dir / "metrics.csv")
+        hashes = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>"
+                             for k, v in sorted(status.get("checkpoints", {}).items()))
+        rows.append(f"<tr><td>{_e(run_dir.name)}</td><td>{_e(status.get('status'))}</td>"
+                    f"<td>{_e(status.get('epochs_done', ''))}</td><td>{wall}</td>"
+                    f"<td>{hashes}</td></tr>")
+    if rows:
+        parts.append("<table><tr><th>run</th><th>status</th><th>epochs</th>"
+                     "<th>training wall time (s)</th><th>checkpoint sha256</th></tr>"
+                     + "".join(rows) + "</table>")
+    parts.append("</details>")
+    return "".join(parts)
+
+
+def _last_wall_time(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    import pandas as pd
+
+    frame = pd.read_csv(path)
+    if "wall_time" not in frame or frame.empty:
+        return ""
+    return f"{float(frame['wall_time'].iloc[-1]):.1f}"
+
+
+def _provenance(result: RecipeResult) -> str:
+    parts = ["<details><summary>Settings and provenance</summary>",
+             f"<p>preset <b>{_e(result.preset)}</b>, recipe wall time "
+             f"{result.wall_time:.1f} s, directory <code>{_e(result.root)}</code></p>"]
+    for name, relative in sorted(result.experiments.items()):
+        parts.append(_experiment_provenance(name, result.path(relative)))
+    if result.measurements:
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_fmt(v))}</td></tr>"
+                       for k, v in sorted(result.measurements.items()))
+        parts.append("<details><summary>measurements</summary><table><tr><th>quantity</th>"
+                     f"<th>value</th></tr>{rows}</table></details>")
+    parts.append("</details>")
+    return "".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _section(result: RecipeResult, figures_dir: Path, out: Path) -> str:
+    anchor = _e(f"recipe-{result.recipe}")
+    body = [f'<section id="{anchor}"><h2>{_e(result.section)} {_e(result.title)}</h2>',
+            _provenance(result)]
+    body += [_figure(spec, result, figures_dir, out) for spec in result.figures]
+    if not result.figures:
+        body.append("<p>This recipe draws no figures.</p>")
+    body.append("</section>")
+    return "".join(body)
+
+
+def write_report(out: str | Path) -> Path:
+    """Draw every figure of every recipe under ``out`` and write ``out/report.html``.
+
+    Args:
+        out: the output directory of ``lossurf run`` (``OUT/<recipe>/result.json``, and
+            ``OUT/claims.json`` once all recipes ran).
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        LossurfError: ``out`` is not a directory.
+    """
+    from lossurf import __version__
+    from lossurf.plots import plotly_bundle
+
+    out = Path(out)
+    if not out.is_dir():
+        raise LossurfError(f"{out} is not a directory; pass the --out of `lossurf run`")
+    results = find_results(out)
+    figures_dir = out / "figures"
+    sections = [_section(r, figures_dir, out) for r in results]
+    toc = "".join(f'<li><a href="#recipe-{_e(r.recipe)}">{_e(r.section)} {_e(r.title)}</a></li>'
+                  for r in results)
+    missing = [r for r in RECIPE_ORDER if r not in {x.recipe for x in results}]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<title>lossurf reproduction report</title>",
+        f"<style>{_CSS}</style>",
+        f'<script id="plotly-bundle">{plotly_bundle()}</script>',
+        "</head><body>",
+        "<h1>An Empirical Analysis of Deep Network Loss Surfaces: reproduction report</h1>",
+        f"<p>lossurf {_e(__version__)}, written {_e(stamp)} from <code>{_e(out)}</code>. "
+        "Every number below is computed from this run's data.</p>",
+        '<nav><h2>Contents</h2><ol><li><a href="#claims">Reproduction table</a></li>'
+        f"{toc}</ol>",
+        (f"<p class=\"note\">Recipes that did not run: {_e(', '.join(missing))}.</p>"
+         if missing else ""),
+        "</nav>",
+        '<section id="claims"><h2>Reproduction table</h2>',
+        _claims_table(out, {r.recipe for r in results}),
+        "</section>",
+        *sections,
+        "</body></html>",
+    ]
+    path = out / "report.html"
+    atomic_write_text(path, "\n".join(page))
+    return path
