@@ -147,3 +147,18 @@ def test_rerun_is_resumed_not_retrained(out: Path) -> None:
 def test_unknown_recipe_lists_names(tmp_path: Path) -> None:
     with pytest.raises(LossurfError, match="unknown recipe 'nope'.*optimizers.*runge-kutta"):
         run_recipe("nope", "digits", tmp_path)
+
+
+def test_lr_search_picks_the_best_heldout_loss(tmp_path: Path) -> None:
+    raw = {**TINY, "methods": {k: v for k, v in TINY["methods"].items()
+                               if k in ("sgd", "adam", "adadelta")},
+           "optimizers": {**TINY["optimizers"], "methods": ["sgd", "adam", "adadelta"],
+                          "bilinear_methods": ["sgd", "adam", "adadelta", "sgd"]},
+           "runge_kutta": {"methods": ["sgd", "adam"]}, "init": {**TINY["init"]}}
+    result = run_recipe("runge-kutta", parse_preset(raw), tmp_path, lr_search=True, progress=False)
+    table = pd.read_csv(result.path(result.tables["lr_search"]))
+    chosen = result.measurements["learning_rates"]
+    for method, group in table.groupby("method"):
+        assert chosen[method] == group.sort_values("heldout_loss").iloc[0]["lr"]
+    assert sorted(table[table.method == "sgd"].lr) == [0.01, 0.05, 0.1, 0.2]
+    assert result.measurements["lr_search"] is True
