@@ -216,6 +216,51 @@ def distance(
     typer.echo(f"label disagreement   {result['disagreement']:.6f}")
 
 
+@app.command("run")
+def run_recipe_command(
+    recipe: str = typer.Argument(..., help="optimizers | restarts | switching | batchnorm | init | runge-kutta | all"),
+    preset: str = typer.Option("digits", "--preset", help="digits | cifar10 | ptb, or the path of a preset YAML."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where CIFAR-10 / PTB files live."),
+    out: Path = typer.Option(Path("runs/paper"), "--out", "-o", help="Output folder shared by every recipe."),
+    lr_search: bool = typer.Option(False, "--lr-search", help="Pick each method's learning rate on held-out data first."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Run one of the paper's experiments (or all) end to end: training, surfaces, claims."""
+    from lossurf.analysis.claims import evaluate_claims
+    from lossurf.experiments import run_all, run_recipe
+
+    with _resumable():
+        if recipe == "all":
+            run_all(preset, out, data_dir=data_dir, lr_search=lr_search, progress=progress)
+        else:
+            run_recipe(recipe, preset, out, data_dir=data_dir, lr_search=lr_search, progress=progress)
+            evaluate_claims(out)
+    typer.echo(f"results in {out}; draw them with: lossurf report {out}")
+
+
+@app.command()
+def report(
+    out: Path = typer.Argument(..., help="Output folder of `lossurf run` or `lossurf demo`."),
+) -> None:
+    """Draw every figure of the recipes in OUT and write OUT/report.html."""
+    from lossurf.report import write_report
+
+    typer.echo(f"report: {write_report(out)}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
+    progress: bool = _PROGRESS,
+) -> None:
+    """Every recipe on the digits preset, the reproduction claims, and report.html."""
+    from lossurf.experiments import demo as run_demo
+
+    with _resumable():
+        path = run_demo(out, progress=progress)
+    typer.echo(f"report: {path}")
+
+
 def main() -> None:
     """Entry point of the ``lossurf`` console script."""
     try:
