@@ -61,11 +61,14 @@ class MapStats:
     Attributes:
         task_seconds: wall time of each task inside its worker (``fn(item)`` only), in
             completion order.
+        task_cpu_seconds: CPU time of the worker process during each ``fn(item)``; well below
+            ``task_seconds`` means the task waited for a core (an oversubscribed node).
         wall_seconds: driver-observed time from the first submission to the last result.
         workers: distinct worker processes that ran the tasks.
     """
 
     task_seconds: list[float] = field(default_factory=list)
+    task_cpu_seconds: list[float] = field(default_factory=list)
     wall_seconds: float = 0.0
     workers: set[int] = field(default_factory=set)
 
@@ -85,8 +88,8 @@ _FUNCTIONS: OrderedDict[str, Callable[[Any], Any]] = OrderedDict()
 _KEEP = 2
 
 
-def _run_task(fn_box: list, item: Any, threads: int) -> tuple[Any, float, int]:
-    """Run one item on a Ray worker: ``(fn(item), seconds inside fn, worker pid)``.
+def _run_task(fn_box: list, item: Any, threads: int) -> tuple[Any, float, float, int]:
+    """Run one item on a Ray worker: ``(fn(item), wall and CPU seconds inside fn, pid)``.
 
     ``fn_box`` holds the function's ObjectRef inside a list so that Ray passes the reference
     itself (a top-level ref argument would be fetched and unpickled again for every task).
@@ -105,9 +108,9 @@ def _run_task(fn_box: list, item: Any, threads: int) -> tuple[Any, float, int]:
     # A worker evaluates with as many torch threads as CPUs its task reserved: more would
     # oversubscribe the node's cores shared with the other tasks.
     torch.set_num_threads(threads)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     result = fn(item)
-    return result, time.perf_counter() - began, os.getpid()
+    return result, time.perf_counter() - began, time.process_time() - cpu, os.getpid()
 
 
 def _positive(name: str, value: Any, minimum: float, integer: bool) -> None:
@@ -186,7 +189,14 @@ class RayBackend:
         ray = self._ray
         self.stats = stats = MapStats()
         began = time.perf_counter()
-        box = [ray.put(fn)]
+        try:
+            box = [ray.put(fn)]
+        except Exception as err:  # pickling runs user code: any error means "does not ship"
+            raise LossurfError(
+                f"cannot send {type(fn).__name__} to Ray workers: it does not pickle "
+                f"({type(err).__name__}: {err}); pass a module-level function or a dataclass "
+                "of picklable fields"
+            ) from err
         threads = int(self.num_cpus)
         pending = {self._remote.remote(box, item, threads) for item in items}
         try:
@@ -195,10 +205,11 @@ class RayBackend:
                 for ref in done:
                     pending.discard(ref)
                     try:
-                        result, seconds, pid = ray.get(ref)
+                        result, seconds, cpu, pid = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:
                         raise _unwrap(err) from None
                     stats.task_seconds.append(seconds)
+                    stats.task_cpu_seconds.append(cpu)
                     stats.workers.add(pid)
                     stats.wall_seconds = time.perf_counter() - began
                     yield result
