@@ -112,6 +112,56 @@ def test_plane_on_ray_equals_local(trained, backend):
     assert torch.isfinite(torch.as_tensor(here.loss.values)).all()
 
 
+class _Interrupted(Exception):
+    pass
+
+
+class _StopAfter:
+    """Passes ``n`` results of the inner backend on, then interrupts the caller (a Ctrl-C)."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def map(self, fn, items):
+        results = self.inner.map(fn, items)
+        for _ in range(self.n):
+            yield next(results)
+        results.close()  # what a KeyboardInterrupt in the caller's loop does: cancel the rest
+        raise _Interrupted
+
+
+def test_an_interrupted_surface_store_resumes_on_ray(trained, backend, tmp_path):
+    experiment = lossurf.load_experiment(trained[0])
+    model, data = experiment.model(), experiment.dataset()
+    start, end = experiment.weights("sgd", "init"), experiment.weights("adam")
+    options = dict(steps=6, subset=64, progress=False, chunk_points=2)
+    here = lossurf.surface.line(model, start, end, data, **options)
+    store = tmp_path / "line.zarr"
+    with pytest.raises(_Interrupted):
+        lossurf.surface.line(model, start, end, data, store=store, backend=_StopAfter(backend, 1),
+                             **options)
+    import zarr
+
+    assert zarr.open_group(str(store), mode="r")["computed"][...].sum() == 2  # one chunk landed
+    resumed = lossurf.surface.line(model, start, end, data, store=store, backend=backend, **options)
+    assert len(backend.stats.task_seconds) == 2  # only the two missing chunks ran
+    for name in ("loss", "accuracy"):
+        assert resumed[name].values.tobytes() == here[name].values.tobytes()
+
+
+def test_a_function_that_does_not_pickle_is_a_user_error(backend):
+    with pytest.raises(LossurfError, match="does not pickle.*module-level function"):
+        list(backend.map(_Unpicklable(), [1]))
+
+
+class _Unpicklable:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def __call__(self, item):
+        return item
+
+
 class _StallAfterFirstEpoch:
     """Wraps a run task: on ``target``'s first attempt, once epoch 1's resume state is saved,
     write the worker's pid to ``pidfile`` and stall, so the test can SIGKILL it mid-run."""

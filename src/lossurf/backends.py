@@ -192,10 +192,13 @@ class RayBackend:
         try:
             box = [ray.put(fn)]
         except Exception as err:  # pickling runs user code: any error means "does not ship"
+            # Ray's own message is a page of serializability diagnostics; the cause says it.
+            detail = err.__cause__ or err
+            first = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
             raise LossurfError(
                 f"cannot send {type(fn).__name__} to Ray workers: it does not pickle "
-                f"({type(err).__name__}: {err}); pass a module-level function or a dataclass "
-                "of picklable fields"
+                f"({type(detail).__name__}: {first}); pass a module-level function or a "
+                "dataclass of picklable fields"
             ) from err
         threads = int(self.num_cpus)
         pending = {self._remote.remote(box, item, threads) for item in items}
