@@ -18,7 +18,6 @@ References:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -313,4 +312,4 @@ def _near_divisor(n: int, target: int) -> int:
         for b in (target + delta, target - delta):
             if n % b == 0:
                 return b
-    return target if n % target == 0 or math.ceil(n / target) > 1 else n
+    return target
