@@ -53,7 +53,8 @@ def plane_store(path: Path, *, kind: str = "barycentric", spoil: dict | None = N
     if uncomputed:
         computed[uncomputed] = False
         loss[uncomputed] = np.nan
-    attrs = {"lossurf_kind": kind, "anchor_labels": list(labels), "anchor_roles": ["p0", "p1", "p2"]}
+    attrs = {"lossurf_kind": kind, "anchor_labels": list(labels),
+             "anchor_roles": ["p0", "p1", "p2"]}
     if kind == "affine":
         attrs.update(geometry_anchor_x=[0.0, 1.0, 0.4], geometry_anchor_y=[0.0, 0.0, 0.9])
     elif kind == "barycentric":

@@ -111,16 +111,25 @@ def test_pair_grid_overview_parts_and_dropdown(result, tmp_path):
             distances[f"{a}|{b}"] = f"s/d-{a}-{b}.zarr"
     del distances["adam|rk2-heun"]  # a missing cell says so rather than failing
     spec = FigureSpec("table1", "Table 1", "c", "pair_grid",
-                      {"methods": METHODS, "surfaces": surfaces, "distances": distances})
+                      {"methods": METHODS, "surfaces": surfaces, "distances": distances,
+                       "detail_pairs": ["adam|sgd"]})
     drawn = draw(spec, result, tmp_path)
     _files_ok(drawn)
-    assert len(drawn.parts) == 3
-    for part in drawn.parts:
-        assert part.png.is_file() and part.pdf.is_file()
-    assert drawn.parts[0].png.name.startswith("optimizers-table1-")
+    assert len(drawn.parts) == 1  # detail_pairs picks the per-pair figures, either order
+    assert drawn.parts[0].png.name == "optimizers-table1-sgd-adam.png"
+    assert drawn.parts[0].pdf.is_file()
     assert drawn.clipped["sgd vs adam"] == 1 and drawn.clipped_total == 1
     assert drawn.html_fragment.count('"type":"surface"') == 3
     assert "updatemenus" in drawn.html_fragment
+
+
+def test_default_detail_pairs():
+    from lossurf.plots.surfaces import _detailed
+
+    few, many = ["a", "b", "c"], ["sgd", "b", "c", "d", "e"]
+    assert all(_detailed({}, few, x, y) for x in few for y in few if x != y)
+    chosen = [(x, y) for i, x in enumerate(many) for y in many[i + 1:] if _detailed({}, many, x, y)]
+    assert chosen == [("sgd", m) for m in many[1:]]
 
 
 def test_curves_mark_divergence(result, tmp_path):
@@ -167,11 +176,6 @@ def test_colours_are_fixed_per_method():
     # switches mix their two methods; different switch points differ
     switches = {color_for(f"sgd-to-adam-{p}") for p in (25, 50, 75)}
     assert len(switches) == 3 and not switches & {color_for("sgd"), color_for("adam")}
-    # unknown labels: stable across processes (hash of the name, not Python's hash())
-    code = "from lossurf.plots import color_for; print(color_for('my-method'))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True).stdout.strip()
-    assert other == color_for("my-method")
     assert color_for("sgd-2xlr") not in (color_for("sgd"), color_for("adam"))
 
 
@@ -196,12 +200,17 @@ def test_errors_name_the_problem(result, tmp_path):
         draw(spec, result, tmp_path)
 
 
-def test_no_global_matplotlib_state():
+def test_fresh_process_no_global_state_and_same_colours():
+    # one subprocess (imports are slow here): importing lossurf.plots loads no pyplot and
+    # changes no rc setting, and unknown labels get the same colour in another process
+    # (a hash of the name, not Python's salted hash())
     code = (
-        "import matplotlib; "
-        "size = matplotlib.rcParams['font.size']; import lossurf.plots, sys; "
+        "import matplotlib; size = matplotlib.rcParams['font.size']; "
+        "import lossurf.plots, sys; "
         "assert 'matplotlib.pyplot' not in sys.modules; "
-        "assert matplotlib.rcParams['font.size'] == size; print('ok')"
+        "assert matplotlib.rcParams['font.size'] == size; "
+        "print(lossurf.plots.color_for('my-method'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "ok", out.stderr
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == color_for("my-method")

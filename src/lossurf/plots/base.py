@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
     from lossurf.experiments.result import FigureSpec, RecipeResult
 
-__all__ = ["Drawing", "Part", "Plane", "load_plane", "open_store", "surface_values", "read_metrics", "read_table",
-           "require"]
+__all__ = ["Drawing", "Part", "Plane", "load_plane", "open_store", "surface_values",
+           "read_metrics", "read_table", "require"]
 
 
 @dataclass
@@ -161,7 +161,9 @@ class Plane:
         return int(self.clipped.sum())
 
 
-def _anchor_positions(ds: "xr.Dataset", kind: str, labels: list[str]) -> list[tuple[str, float, float]]:
+def _anchor_positions(
+    ds: "xr.Dataset", kind: str, labels: list[str]
+) -> list[tuple[str, float, float]]:
     attrs = ds.attrs
     if kind == "affine":
         xs = attrs.get("geometry_anchor_x", attrs.get("anchor_x", []))

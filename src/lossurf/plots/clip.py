@@ -82,7 +82,8 @@ def clip_values(
         kept = array[finite][array[finite] <= robust_bound(array[finite], factor)]
         top = float(kept.max()) if kept.size else 1.0
         if kept.size != (~gone).sum():  # headroom for the marks only when there are any
-            top += 0.05 * (float(np.ptp(kept)) if kept.size and np.ptp(kept) > 0 else abs(top) or 1.0)
+            span = float(np.ptp(kept)) if kept.size else 0.0
+            top += 0.05 * (span if span > 0 else abs(top) or 1.0)
     else:
         top = float(ceiling)
     floor = float(array[finite].min()) if finite.any() else min(0.0, top)
