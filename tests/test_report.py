@@ -119,8 +119,11 @@ def test_provenance_and_escaping(report):
 
 
 def test_without_claims_or_recipes(tmp_path):
+    (tmp_path / "switching").mkdir()
+    (tmp_path / "switching/result.json").write_text("{not json")
     path = write_report(tmp_path)
     text = path.read_text()
     assert "No claims.json" in text and "Recipes that did not run: optimizers" in text
+    assert "Unreadable result:" in text and "switching/result.json is corrupted" in text
     with pytest.raises(LossurfError, match="is not a directory; pass the --out"):
         write_report(tmp_path / "nowhere")

@@ -62,9 +62,22 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def find_results(out: Path) -> list[RecipeResult]:
-    """Every ``OUT/*/result.json``, in the paper's order."""
-    results = [RecipeResult.load(p.parent) for p in sorted(Path(out).glob("*/result.json"))]
+def find_results(out: Path, problems: list[str] | None = None) -> list[RecipeResult]:
+    """Every readable ``OUT/*/result.json``, in the paper's order.
+
+    Args:
+        out: the output directory.
+        problems: if given, collects one message per unreadable result.json (which are
+            skipped); otherwise an unreadable one raises.
+    """
+    results = []
+    for path in sorted(Path(out).glob("*/result.json")):
+        try:
+            results.append(RecipeResult.load(path.parent))
+        except (LossurfError, TypeError, ValueError) as err:
+            if problems is None:
+                raise
+            problems.append(f"{path}: {err}; run that recipe again")
 
     def rank(r: RecipeResult) -> tuple:
         order = RECIPE_ORDER.index(r.recipe) if r.recipe in RECIPE_ORDER else len(RECIPE_ORDER)
@@ -240,7 +253,8 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     if not out.is_dir():
         raise LossurfError(f"{out} is not a directory; pass the --out of `lossurf run`")
-    results = find_results(out)
+    problems: list[str] = []
+    results = find_results(out, problems)
     figures_dir = out / "figures"
     sections = [_section(r, figures_dir, out) for r in results]
     toc = "".join(f'<li><a href="#recipe-{_e(r.recipe)}">{_e(r.section)} {_e(r.title)}</a></li>'
@@ -261,6 +275,7 @@ def write_report(out: str | Path) -> Path:
         f"{toc}</ol>",
         (f"<p class=\"note\">Recipes that did not run: {_e(', '.join(missing))}.</p>"
          if missing else ""),
+        "".join(f'<p class="error">Unreadable result: {_e(p)}</p>' for p in problems),
         "</nav>",
         '<section id="claims"><h2>Reproduction table</h2>',
         _claims_table(out, {r.recipe for r in results}),
