@@ -82,7 +82,7 @@ def main() -> None:
 
     rows = {}
     for workers in (1, 2):
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:
             backend = RayBackend(num_cpus=1)
             list(backend.map(abs, range(4 * workers)))  # start the worker processes

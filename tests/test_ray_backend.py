@@ -35,7 +35,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.fixture(scope="module")
 def backend():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield RayBackend()  # joins the instance started above
     finally:
@@ -256,6 +256,16 @@ def test_map_yields_every_result_and_records_timings(backend):
     results = sorted(backend.map(abs, [-3, -1, 2]))
     assert results == [1, 2, 3]
     assert len(backend.stats.task_seconds) == 3 and backend.stats.wall_seconds > 0
+
+
+def test_an_unreachable_cluster_names_the_fix(monkeypatch):
+    def refuse(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(LossurfError, match="could not join the Ray cluster at 'auto'.*ray start"):
+        make_backend("ray", address="auto")
 
 
 def test_bad_options_name_the_problem(backend):

@@ -124,9 +124,10 @@ class RayBackend:
     """Runs every item as a Ray task, on a local Ray instance or an existing cluster.
 
     Args:
-        address: None (default) starts a local Ray instance with ``local_cpus`` CPUs, unless
-            Ray is already initialized in this process (then that instance is used);
-            ``"auto"`` or ``"HOST:PORT"`` / ``"ray://HOST:PORT"`` joins an existing cluster.
+        address: None (default) starts a new local Ray instance with ``local_cpus`` CPUs,
+            unless Ray is already initialized in this process (then that instance is used) or
+            ``RAY_ADDRESS`` is set (then it is joined); ``"auto"`` or ``"HOST:PORT"`` /
+            ``"ray://HOST:PORT"`` joins an existing cluster.
         num_cpus: CPUs each task reserves (default 1); a task's torch thread count.
         num_gpus: GPUs each task reserves (default 0; fractions share a GPU).
         max_retries: times Ray re-runs a task whose worker process died (default 3). A task
@@ -161,10 +162,21 @@ class RayBackend:
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
+            # Ray's own default would join the last cluster `ray start` made on this machine
+            # (someone else's, on a shared one); RAY_ADDRESS is the usual way to mean that.
+            address = address or os.environ.get("RAY_ADDRESS") or None
             if address:
-                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+                try:
+                    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+                except (ConnectionError, ValueError, RuntimeError) as err:
+                    raise LossurfError(
+                        f"could not join the Ray cluster at {address!r} ({err}); start it with "
+                        "`ray start --head` (and `ray start --address HEAD:6379` on workers), "
+                        "or drop --address to start a local one"
+                    ) from None
             else:
                 ray.init(
+                    address="local",
                     num_cpus=local_cpus or os.cpu_count() or 1,
                     include_dashboard=False,
                     ignore_reinit_error=True,
