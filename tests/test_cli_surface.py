@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +10,6 @@ import torch
 import xarray as xr
 
 import lossurf
-from lossurf.cli import main
 from lossurf.config import parse_config
 from lossurf.engine import train_experiment
 from lossurf.runs import ExperimentLayout
@@ -30,20 +28,11 @@ def experiment_dir(tmp_path_factory):
     return out
 
 
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["lossurf", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
-def test_line_end_points_reproduce_the_runs(experiment_dir, tmp_path, monkeypatch, capsys):
+def test_line_end_points_reproduce_the_runs(experiment_dir, tmp_path, cli):
     store = tmp_path / "line.zarr"
-    code, out, err = run_cli(monkeypatch, capsys, "surface", "line", experiment_dir, "--from", "init",
+    code, out, err = cli("surface", "line", experiment_dir, "--from", "init",
                              "--to", "adam", "--range", "0", "1", "--steps", "3", "--bn", "interpolate",
                              "--split", "test", "--out", store, "--no-progress")
     assert code == 0, err
@@ -62,18 +51,18 @@ def test_line_end_points_reproduce_the_runs(experiment_dir, tmp_path, monkeypatc
         assert float(ds.loss.sel(alpha=alpha)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_basin_plane_and_distance(experiment_dir, tmp_path, monkeypatch, capsys):
-    code, out, err = run_cli(monkeypatch, capsys, "surface", "basin", experiment_dir, "--run", "sgd",
+def test_basin_plane_and_distance(experiment_dir, tmp_path, cli):
+    code, out, err = cli("surface", "basin", experiment_dir, "--run", "sgd",
                              "--steps", "5", "--subset", "32", "--out", tmp_path / "b.zarr", "--no-progress")
     assert code == 0, err
     assert "lambda" in xr.open_zarr(tmp_path / "b.zarr").dims
-    code, out, err = run_cli(monkeypatch, capsys, "surface", "plane", experiment_dir, "--points",
+    code, out, err = cli("surface", "plane", experiment_dir, "--points",
                              "init,sgd,adam:epoch=1", "--steps", "3", "--subset", "32",
                              "--out", tmp_path / "p.zarr", "--no-progress")
     assert code == 0, err
     plane = xr.open_zarr(tmp_path / "p.zarr")
     assert plane.loss.shape == (3, 3) and np.isfinite(plane.loss.values).all()
-    code, out, err = run_cli(monkeypatch, capsys, "distance", experiment_dir, "sgd", "adam")
+    code, out, err = cli("distance", experiment_dir, "sgd", "adam")
     assert code == 0, err
     fdist = float(re.search(r"functional distance\s+([0-9.]+)", out)[1])
     disagreement = float(re.search(r"label disagreement\s+([0-9.]+)", out)[1])
@@ -92,7 +81,7 @@ def test_basin_plane_and_distance(experiment_dir, tmp_path, monkeypatch, capsys)
         (["surface", "line", "{exp}", "--from", "init", "--to", "corrupt"], "corrupted"),
     ],
 )
-def test_bad_input_exits_2(experiment_dir, tmp_path, monkeypatch, capsys, args, message):
+def test_bad_input_exits_2(experiment_dir, tmp_path, args, message, cli):
     if "corrupt" in args:
         # A truncated checkpoint: a copy of the experiment whose adam weights are cut short.
         import shutil
@@ -106,13 +95,13 @@ def test_bad_input_exits_2(experiment_dir, tmp_path, monkeypatch, capsys, args, 
     else:
         experiment = experiment_dir
     args = [a.format(exp=experiment, tmp=tmp_path) for a in args]
-    code, _, err = run_cli(monkeypatch, capsys, *args, "--no-progress")
+    code, _, err = cli(*args, "--no-progress")
     assert code == 2, err
     assert err.startswith("error: ") and "Traceback" not in err
     assert re.search(message, err), err
 
 
-def test_end_points_of_different_architectures(experiment_dir, tmp_path, monkeypatch, capsys):
+def test_end_points_of_different_architectures(experiment_dir, tmp_path, cli):
     import shutil
 
     from lossurf.runs import save_weights
@@ -120,7 +109,7 @@ def test_end_points_of_different_architectures(experiment_dir, tmp_path, monkeyp
     copy = tmp_path / "copy"
     shutil.copytree(experiment_dir, copy)
     save_weights(ExperimentLayout(copy).checkpoint("adam", None), {"fc.weight": torch.zeros(2, 2)})
-    code, _, err = run_cli(monkeypatch, capsys, "surface", "line", copy, "--from", "init", "--to", "adam",
+    code, _, err = cli("surface", "line", copy, "--from", "init", "--to", "adam",
                            "--no-progress")
     assert code == 2 and "Traceback" not in err
     assert re.search("architecture|differ|missing", err), err

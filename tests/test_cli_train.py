@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lossurf.cli import main
 
 TINY = {
     "data": {"name": "digits", "max_train": 64, "max_test": 32},
@@ -19,15 +17,6 @@ TINY = {
 }
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["lossurf", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write(path: Path, raw) -> Path:
@@ -35,9 +24,9 @@ def write(path: Path, raw) -> Path:
     return path
 
 
-def test_train_writes_an_experiment(tmp_path, monkeypatch, capsys):
+def test_train_writes_an_experiment(tmp_path, cli):
     config = write(tmp_path / "e.yaml", TINY)
-    code, out, err = run_cli(monkeypatch, capsys, "train", str(config), "--out", str(tmp_path / "o"), "--no-progress")
+    code, out, err = cli("train", str(config), "--out", str(tmp_path / "o"), "--no-progress")
     assert code == 0, err
     assert "sgd" in out and "finished" in out
     assert (tmp_path / "o" / "runs" / "sgd" / "final.safetensors").is_file()
@@ -55,9 +44,9 @@ def test_train_writes_an_experiment(tmp_path, monkeypatch, capsys):
         ({**TINY, "data": {"name": "ptb"}}, "ptb.train.txt"),
     ],
 )
-def test_user_errors_exit_2_with_one_message(tmp_path, monkeypatch, capsys, raw, message):
+def test_user_errors_exit_2_with_one_message(tmp_path, raw, message, cli):
     config = write(tmp_path / "e.yaml", raw)
-    code, _, err = run_cli(monkeypatch, capsys, "train", str(config), "--out", str(tmp_path / "o"), "--no-progress")
+    code, _, err = cli("train", str(config), "--out", str(tmp_path / "o"), "--no-progress")
     assert code == 2
     assert err.startswith("error: ")
     assert "Traceback" not in err
@@ -68,6 +57,6 @@ def test_user_errors_exit_2_with_one_message(tmp_path, monkeypatch, capsys, raw,
     assert not (tmp_path / "o" / "runs").exists()
 
 
-def test_missing_experiment_file(tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(monkeypatch, capsys, "train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o"))
+def test_missing_experiment_file(tmp_path, cli):
+    code, _, err = cli("train", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o"))
     assert code == 2 and "does not exist" in err

@@ -18,13 +18,7 @@ from lossurf.errors import LossurfError
 PER_BATCH = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Many tiny tensor ops: on the shared 2-core machine, intra-op threads only add contention.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 
 

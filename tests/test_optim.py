@@ -14,14 +14,6 @@ from lossurf.optim import OPTIMIZERS, RungeKutta, build, names, parse_name
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine (20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 # Sensible learning rates per base (adadelta's lr scales its unit-consistent step).
 LRS = {"sgd": 0.1, "sgdm": 0.05, "rmsprop": 0.01, "adadelta": 5.0, "adam": 0.02, "adagrad": 0.1}
 ALL = list(LRS) + ["rk2-heun", "adam+rk2-heun", "sgdm+rk2-ralston", "rk2-midpoint"]

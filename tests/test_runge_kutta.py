@@ -15,14 +15,6 @@ from lossurf.optim import TABLEAUS, RungeKutta, Tableau, build, resolve_tableau
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine (20x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)

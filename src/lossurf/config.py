@@ -25,6 +25,7 @@ __all__ = [
     "ExperimentConfig",
     "load_config",
     "parse_config",
+    "format_validation_error",
 ]
 
 
@@ -162,12 +163,13 @@ class ExperimentConfig(_Frozen):
         ]
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, what: str) -> str:
+    """One message listing every invalid field of ``what`` by its dotted path."""
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         lines.append(f"  {where}: {item['msg']}")
-    return f"invalid experiment config in {source}:\n" + "\n".join(lines)
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
 def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
@@ -177,7 +179,7 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfi
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
-        raise LossurfError(_format_validation_error(error, source)) from None
+        raise LossurfError(format_validation_error(error, f"experiment config in {source}")) from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

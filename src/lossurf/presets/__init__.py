@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lossurf.config import DataSpec, InitSpec, ModelSpec
+from lossurf.config import DataSpec, InitSpec, ModelSpec, format_validation_error
 from lossurf.errors import LossurfError
 
 __all__ = ["Preset", "MethodSpec", "SurfaceSettings", "load_preset", "preset_names", "PAPER_LR_GRIDS"]
@@ -154,14 +154,6 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _format(error: ValidationError, source: str) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return f"invalid preset {source}:\n" + "\n".join(lines)
-
-
 def parse_preset(raw: Any, source: str = "<dict>") -> Preset:
     """Validate a mapping as a :class:`Preset`; errors name the bad field."""
     if not isinstance(raw, dict):
@@ -169,7 +161,7 @@ def parse_preset(raw: Any, source: str = "<dict>") -> Preset:
     try:
         return Preset.model_validate(raw)
     except ValidationError as error:
-        raise LossurfError(_format(error, source)) from None
+        raise LossurfError(format_validation_error(error, f"preset {source}")) from None
 
 
 def load_preset(name_or_path: str | Path | Preset) -> Preset:
