@@ -1,0 +1,27 @@
+"""`lossurf run`, `lossurf report` and their user errors."""
+
+from __future__ import annotations
+
+import yaml
+
+from test_recipes import TINY
+
+
+def test_run_one_recipe_then_report(tmp_path, cli):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    code, stdout, err = cli("run", "init", "--preset", preset, "--out", out, "--no-progress")
+    assert code == 0, err
+    assert (out / "init" / "result.json").is_file() and (out / "claims.json").is_file()
+    code, stdout, err = cli("report", out)
+    assert code == 0, err
+    assert (out / "report.html").is_file()
+
+
+def test_unknown_recipe_and_preset_exit_2(tmp_path, cli):
+    code, _, err = cli("run", "telepathy", "--out", tmp_path, "--no-progress")
+    assert code == 2 and "unknown recipe 'telepathy'" in err and "optimizers" in err
+    code, _, err = cli("run", "init", "--preset", "imagenet", "--out", tmp_path, "--no-progress")
+    assert code == 2 and "imagenet" in err and "digits" in err
+    assert "Traceback" not in err
