@@ -12,7 +12,9 @@ the worker processes), speedup over one worker and over local, and Ray's overhea
 ``(wall * workers - sum of task times inside the workers) / tasks``, i.e. what each task cost
 its worker slot beyond running ``fn`` (scheduling, (de)serialization, transfers, idling), as a
 fraction of the mean task time. Best of ``--rounds`` rounds, because the machine is shared;
-``cpu/wall in tasks`` below 1 means the workers waited for a core (other load on the node).
+``cpu/wall in tasks`` below 1 means the workers waited for a core (other load on the node);
+an unchanged ``cpu/task`` from 1 to 2 workers then means Ray added no work, only the cores were
+missing.
 
     python benchmarks/ray_scaling.py [--steps 31] [--examples 1024] [--rounds 2] [--quick]
 
@@ -104,7 +106,8 @@ def main() -> None:
               f"x{local / seconds:4.2f} vs local  tasks {len(stats.task_seconds)}  "
               f"task {mean_task * 1e3:7.1f} ms  overhead/task {overhead * 1e3:6.1f} ms "
               f"({100 * overhead / mean_task:4.1f} %)  workers seen {len(stats.workers)}  "
-              f"cpu/wall in tasks {sum(stats.task_cpu_seconds) / sum(stats.task_seconds):.2f}")
+              f"cpu/wall in tasks {sum(stats.task_cpu_seconds) / sum(stats.task_seconds):.2f}  "
+              f"cpu/task {1e3 * float(np.mean(stats.task_cpu_seconds)):6.1f} ms")
     speedup = rows[1] / rows[2]
     print(f"speedup 2 workers vs 1: x{speedup:.2f} (target >= 1.7)")
 
