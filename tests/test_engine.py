@@ -177,3 +177,16 @@ def test_checkpoint_of_another_architecture(tmp_path):
     save_weights(ExperimentLayout(tmp_path).init(0), {"weight": torch.zeros(3, 3)})
     with pytest.raises(LossurfError, match="of another architecture"):
         train_experiment(config, tmp_path)
+
+
+def test_kill_before_the_first_epoch_leaves_no_duplicate_rows(tmp_path):
+    config = tiny_config(epochs=2, runs=[{"optimizer": "sgd", "lr": 0.1}])
+
+    def kill_at_epoch_0(run, epoch, epochs, row):
+        if epoch == 0:
+            raise Kill
+
+    with pytest.raises(Kill):
+        train_experiment(config, tmp_path, report=kill_at_epoch_0)
+    train_experiment(config, tmp_path)
+    assert list(lossurf.load_experiment(tmp_path).metrics("sgd")["epoch"]) == [0, 1, 2]

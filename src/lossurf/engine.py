@@ -188,7 +188,8 @@ def train_run(
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, evaluations, wall = state["epoch"], state["evaluations"], state["wall_time"]
         checkpoints = dict(state["checkpoints"])
-    metrics.truncate(start_epoch)
+    # Rows past the resume state (or an epoch-0 row of a run killed before epoch 1) are redone.
+    metrics.truncate(start_epoch if start_epoch > 0 else -1)
     write_json(status_path, {"status": "running", "epochs_done": start_epoch})
 
     def row_for(epoch: int, batch_loss: float) -> dict[str, Any]:
