@@ -62,7 +62,7 @@ def train(
     with _resumable(), training_progress(progress) as report:
         statuses = train_experiment(
             config, out, runs=run, report=report, command=" ".join(sys.argv),
-            backend=None if backend == "local" else _backend(backend, address),
+            backend=None if backend == "local" else _backend(backend, address, config.device),
         )
     for name, status in statuses.items():
         detail = f" at epoch {status['diverged_epoch']}" if status["status"] == "diverged" else ""
@@ -84,12 +84,16 @@ _ADDRESS = typer.Option(None, "--address", help="Ray cluster to join (auto or ho
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 
 
-def _backend(name: str, address: Optional[str]):
+def _backend(name: str, address: Optional[str], device: str = "cpu"):
+    """The backend of ``--backend``; Ray tasks reserve a GPU when the work runs on CUDA."""
     from lossurf.backends import make_backend
 
     if address is not None and name != "ray":
         raise LossurfError("--address only applies to --backend ray; add --backend ray")
-    return make_backend(name, **({"address": address} if address else {}))
+    options: dict = {}
+    if name == "ray":
+        options = {"address": address, "num_gpus": 1 if device.startswith("cuda") else 0}
+    return make_backend(name, **options)
 
 
 def _surface_run(
@@ -117,7 +121,8 @@ def _surface_run(
         result = call(
             experiment.model(), [p.weights for p in points], experiment.dataset(),
             bn=bn, subset=subset, split=split, store=out, attrs=attrs,
-            device=device or experiment.config.device, backend=_backend(backend, address),
+            device=device or experiment.config.device,
+            backend=_backend(backend, address, device or experiment.config.device),
             progress=progress,
         )
     loss = result["loss"].values
