@@ -27,6 +27,7 @@ from lossurf.backends import Backend
 from lossurf.config import ExperimentConfig, RunSpec
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
+from lossurf.threads import threads_for, torch_threads
 from lossurf.objective import perplexity
 from lossurf.runs import (
     ExperimentLayout,
@@ -335,19 +336,8 @@ def _train_on(
     return {name: statuses[name] for name in names}
 
 
-_SMALL_MODEL = 1_000_000
-
-
 @contextmanager
 def cpu_threads(config: ExperimentConfig) -> Iterator[None]:
-    """Use ``config.threads`` torch CPU threads (or one for small models) for the duration."""
-    threads = config.threads
-    if threads is None:
-        size = sum(p.numel() for p in models.build(config.model).parameters())
-        threads = 1 if size < _SMALL_MODEL else torch.get_num_threads()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    """Use ``config.threads`` torch CPU threads (default: see :mod:`lossurf.threads`)."""
+    with torch_threads(threads_for(models.build(config.model), config.threads)):
         yield
-    finally:
-        torch.set_num_threads(previous)

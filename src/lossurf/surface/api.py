@@ -28,6 +28,7 @@ from torch import nn
 from lossurf.backends import Backend
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
+from lossurf.threads import threads_for, torch_threads
 from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
 from lossurf.surface.paths import Grid, basin_grid, line_grid
 from lossurf.surface.plane import (
@@ -131,10 +132,11 @@ def _run(
     evaluator = _make_evaluator(model, data, bn, device, options)
     extra = {"anchor_labels": list(labels), "bn": bn, "data": described}
     extra.update(attrs or {})
-    return compute_surface(
-        evaluator, anchors, grid, store=store, reference=ref, attrs=extra,
-        chunk_points=chunk_points, backend=backend, progress=progress,
-    )
+    with torch_threads(threads_for(model)):
+        return compute_surface(
+            evaluator, anchors, grid, store=store, reference=ref, attrs=extra,
+            chunk_points=chunk_points, backend=backend, progress=progress,
+        )
 
 
 def line(
@@ -355,5 +357,6 @@ def functional_distance(
     anchors = _states(model, {"a": a, "b": b})
     data, _ = eval_data(data, split=split, subset=subset, seed=seed)
     evaluator = _make_evaluator(model, data, bn, device, evaluator_options)
-    out = evaluator.evaluate([anchors[1]], np.ones((1, 1)), reference=anchors[0])
+    with torch_threads(threads_for(model)):
+        out = evaluator.evaluate([anchors[1]], np.ones((1, 1)), reference=anchors[0])
     return {k: float(np.asarray(out[k]).reshape(-1)[0]) for k in ("fdist", "disagreement")}
