@@ -65,6 +65,13 @@ def test_one_self_contained_file(report):
     assert "Plotly.newPlot" in rest and rest.count('class="plotly-graph-div"') == 2
 
 
+def test_element_ids_are_unique(report):
+    # Plotly draws into the element with its div's id: a figure sharing that id gets the plot.
+    _, _, text, _ = report
+    ids = re.findall(r'<(?:div|figure|section|tr|nav|h2|h3)[^>]*\sid="([^"]+)"', _outside_bundle(text))
+    assert ids and len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
 def test_every_figure_title_caption_and_file(report):
     out, _, text, _ = report
     for title in ("Table 1: &lt;pairs&gt;", "Fig. 2 bilinear &amp; co", "Fig. 4 accuracy",

@@ -111,7 +111,7 @@ def draw_surface(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
                        name=spec.title or spec.key)
     with style():
         fig = _surface_figure(plane)
-    html = surface_fragment([plane], f"{result.recipe}-{spec.key}")
+    html = surface_fragment([plane], f"{result.recipe}-{spec.key}-3d")
     notes = [clip_note(plane.count, plane.ceiling)] if plane.count else []
     return Drawing(figure=fig, clipped={spec.key: plane.count}, notes=notes, html=html)
 
@@ -269,5 +269,5 @@ def draw_pair_grid(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
                                if planes else float("nan")))
     html = None
     if planes:
-        html = surface_fragment(list(planes.values()), f"{result.recipe}-{spec.key}")
+        html = surface_fragment(list(planes.values()), f"{result.recipe}-{spec.key}-3d")
     return Drawing(figure=fig, clipped=clipped, notes=notes, html=html, parts=parts)
