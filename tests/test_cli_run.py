@@ -25,3 +25,14 @@ def test_unknown_recipe_and_preset_exit_2(tmp_path, cli):
     code, _, err = cli("run", "init", "--preset", "imagenet", "--out", tmp_path, "--no-progress")
     assert code == 2 and "imagenet" in err and "digits" in err
     assert "Traceback" not in err
+
+
+def test_demo_runs_every_recipe_and_writes_the_report(tmp_path, capsys):
+    from lossurf.demo import demo
+    from lossurf.presets import parse_preset
+
+    path = demo(tmp_path, progress=True, preset=parse_preset(TINY))
+    assert path == tmp_path / "report.html" and path.is_file()
+    printed = capsys.readouterr().out
+    for recipe in ("optimizers", "restarts", "switching", "batchnorm", "init", "runge-kutta", "report", "total"):
+        assert recipe in printed

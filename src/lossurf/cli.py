@@ -259,7 +259,7 @@ def demo(
     progress: bool = _PROGRESS,
 ) -> None:
     """Every recipe on the digits preset, the reproduction claims, and report.html."""
-    from lossurf.experiments import demo as run_demo
+    from lossurf.demo import demo as run_demo
 
     with _resumable():
         path = run_demo(out, progress=progress)

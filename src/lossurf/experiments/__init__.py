@@ -3,7 +3,7 @@
 ``run_recipe("optimizers", "digits", "runs/paper")`` trains what the recipe needs (resuming
 anything interrupted), computes its surfaces and writes ``OUT/<recipe>/result.json`` (see
 :mod:`lossurf.experiments.result`); ``run_all`` runs every recipe and then the claims;
-``demo`` does all of it on the ``digits`` preset and writes the HTML report.
+:func:`lossurf.demo.demo` does all of it on the ``digits`` preset and writes the HTML report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lossurf.experiments.common import Context
 from lossurf.experiments.result import RecipeResult
 from lossurf.presets import Preset, load_preset
 
-__all__ = ["RECIPES", "run_recipe", "run_all", "demo"]
+__all__ = ["RECIPES", "run_recipe", "run_all"]
 
 #: Recipe name -> its ``run(ctx)`` (paper section in each module's docstring).
 RECIPES: dict[str, Callable[[Context], RecipeResult]] = {
@@ -110,32 +110,3 @@ def run_all(
         results.append(run_recipe(name, preset, out, data_dir, lr_search, progress))
     evaluate_claims(Path(out))
     return results
-
-
-def demo(out: str | Path = "lossurf-demo", progress: bool = True) -> Path:
-    """Every recipe on the ``digits`` preset, the claims and the HTML report.
-
-    Returns:
-        The path of ``report.html`` (or of ``claims.json`` when no report writer exists).
-    """
-    out = Path(out)
-    began = time.perf_counter()
-    results = run_all("digits", out, progress=progress)
-    try:
-        from lossurf.report import write_report
-    except ImportError:
-        write_report = None
-    report_began = time.perf_counter()
-    path = write_report(out) if write_report else out / "claims.json"
-    report_time = time.perf_counter() - report_began
-    if progress:
-        print("wall time per recipe:")
-        for r in results:
-            print(f"  {r.recipe:<12} {r.wall_time:7.1f} s")
-        if write_report is None:
-            print("  (lossurf.report is not available: no report.html written)")
-        else:
-            print(f"  {'report':<12} {report_time:7.1f} s")
-        print(f"  {'total':<12} {time.perf_counter() - began:7.1f} s")
-        print(f"report: {path}")
-    return path
