@@ -102,21 +102,14 @@ def _surface_run(
     address: Optional[str], progress: bool,
 ) -> None:
     """Resolve end points in an experiment, evaluate with ``call``, print where it went."""
-    from lossurf import load_experiment
+    from lossurf.experiment import endpoint_attrs, load_experiment
 
     experiment = load_experiment(exp_dir)
     points = [experiment.resolve(p) for p in endpoints]
     if out is None:
         safe = "-".join(p.label.replace(":", "_").replace("=", "") for p in points)
         out = experiment.path / "surfaces" / f"{kind}-{safe}-{split}.zarr"
-    attrs = {
-        "experiment": str(experiment.path),
-        "anchor_labels": [p.label for p in points],
-        "anchor_runs": [p.run for p in points],
-        "anchor_checkpoints": [p.checkpoint for p in points],
-        "anchor_files": [str(p.path) for p in points],
-        "anchor_file_sha256": [p.sha256 for p in points],
-    }
+    attrs = {"experiment": str(experiment.path), **endpoint_attrs(points)}
     with _resumable():
         result = call(
             experiment.model(), [p.weights for p in points], experiment.dataset(),

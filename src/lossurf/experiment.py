@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pandas is imported lazily: reading a config should stay che
 
     from lossurf.data.base import Dataset
 
-__all__ = ["Experiment", "Endpoint", "load_experiment"]
+__all__ = ["Experiment", "Endpoint", "endpoint_attrs", "load_experiment"]
 
 _ENDPOINT = re.compile(r"^(?P<run>[^:]+?)(?::epoch=(?P<epoch>\d+))?$")
 
@@ -41,6 +41,18 @@ class Endpoint:
     path: Path
     sha256: str
     weights: dict[str, torch.Tensor]
+
+
+def endpoint_attrs(endpoints: list[Endpoint]) -> dict[str, list[str]]:
+    """Provenance attrs for a surface over ``endpoints``: labels, runs, checkpoints, files and
+    their sha256, in anchor order."""
+    return {
+        "anchor_labels": [p.label for p in endpoints],
+        "anchor_runs": [p.run for p in endpoints],
+        "anchor_checkpoints": [p.checkpoint for p in endpoints],
+        "anchor_files": [str(p.path) for p in endpoints],
+        "anchor_file_sha256": [p.sha256 for p in endpoints],
+    }
 
 
 class Experiment:

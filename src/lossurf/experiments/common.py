@@ -25,7 +25,7 @@ from lossurf import models
 from lossurf.config import ExperimentConfig, InitSpec, RunSpec, SwitchSpec
 from lossurf.engine import cpu_threads, train_experiment
 from lossurf.errors import LossurfError
-from lossurf.experiment import Experiment, load_experiment
+from lossurf.experiment import Experiment, endpoint_attrs, load_experiment
 from lossurf.experiments.result import RecipeResult
 from lossurf.presets import Preset
 
@@ -178,10 +178,13 @@ class Context:
         s = self.preset.surface
         store = self.root / "surfaces" / f"{key}.zarr"
         store.parent.mkdir(parents=True, exist_ok=True)
-        states = [exp.resolve(p).weights if isinstance(p, str) else p[1] for p in points]
+        resolved = [exp.resolve(p) if isinstance(p, str) else None for p in points]
+        states = [r.weights if r else p[1] for r, p in zip(resolved, points)]
         labels = [p if isinstance(p, str) else p[0] for p in points]
         model = self.model(exp)
-        attrs = {"endpoints": labels, "experiment": self.rel(exp.path)}
+        attrs: dict[str, Any] = {"endpoints": labels, "experiment": self.rel(exp.path)}
+        if all(resolved):
+            attrs.update(endpoint_attrs(resolved))
         common = dict(bn=s.bn, store=store, attrs=attrs, progress=self.progress, device=self.preset.device)
         if s.batch_size:
             common["batch_size"] = s.batch_size
