@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
@@ -146,6 +147,59 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     model.load_state_dict(state)
 
 
+@dataclass
+class _Progress:
+    """Where a run stands after its last finished epoch: what ``resume.pt`` holds besides the
+    model and optimizer state."""
+
+    epoch: int = 0
+    phase: int = 0
+    evaluations: int = 0
+    wall_time: float = 0.0
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+    def save(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        buffer = io.BytesIO()
+        torch.save({**asdict(self), "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device) -> tuple["_Progress", dict, dict]:
+        state = torch.load(io.BytesIO(path.read_bytes()), weights_only=True, map_location=device)
+        model, optimizer = state.pop("model"), state.pop("optimizer")
+        return cls(**state), model, optimizer
+
+
+def _metrics_row(
+    epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, active: str,
+    progress: _Progress, batch_loss: float, *, dataset: Dataset, train_eval: tuple,
+    init_state: dict, orders: dict, device: torch.device,
+) -> dict[str, Any]:
+    """One ``metrics.csv`` row: losses and accuracies on the train subset and the test set."""
+    train_loss, train_acc = evaluate_split(model, *train_eval, batch_size=_EVAL_BATCH, device=device)
+    test_loss, test_acc = evaluate_split(
+        model, dataset.test_x, dataset.test_y, batch_size=_EVAL_BATCH, device=device
+    )
+    row = {
+        "epoch": epoch,
+        "optimizer": active,
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": train_loss,
+        "train_accuracy": train_acc,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "batch_loss": batch_loss,
+        "distance_from_init": distance(model, init_state),
+        "gradient_evaluations": progress.evaluations,
+        "wall_time": round(progress.wall_time, 4),
+        "order_hash": orders.get(str(epoch), ""),
+    }
+    if dataset.task == "language_model":
+        row["train_perplexity"] = perplexity(train_loss)
+        row["test_perplexity"] = perplexity(test_loss)
+    return row
+
+
 def train_run(
     layout: ExperimentLayout,
     config: ExperimentConfig,
@@ -173,59 +227,37 @@ def train_run(
     orders = read_json(layout.orders(seed))
     n_train = len(dataset.train_x)
     eval_index = seeded_subset(n_train, config.eval_subset, derive_seed("eval-subset", seed) % (2**31))
-    train_eval = (dataset.train_x[eval_index], dataset.train_y[eval_index])
     metrics = MetricsLog(layout.metrics(name), _columns(dataset.task))
-    checkpoints: dict[str, str] = {}
 
-    start_epoch, evaluations, wall = 0, 0, 0.0
-    phase = phase_at(run, 1, config.epochs)
-    optimizer = build_optimizer(run, phase, list(model.parameters()))
+    progress = _Progress(phase=phase_at(run, 1, config.epochs))
     resume_path = layout.resume_state(name)
+    optimizer_state = None
     if resume_path.is_file():
-        state = torch.load(io.BytesIO(resume_path.read_bytes()), weights_only=True, map_location=device)
-        model.load_state_dict(state["model"])
-        phase = state["phase"]
-        optimizer = build_optimizer(run, phase, list(model.parameters()))
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, evaluations, wall = state["epoch"], state["evaluations"], state["wall_time"]
-        checkpoints = dict(state["checkpoints"])
+        progress, model_state, optimizer_state = _Progress.load(resume_path, device)
+        model.load_state_dict(model_state)
+    optimizer = build_optimizer(run, progress.phase, list(model.parameters()))
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     # Rows past the resume state (or an epoch-0 row of a run killed before epoch 1) are redone.
-    metrics.truncate(start_epoch if start_epoch > 0 else -1)
-    write_json(status_path, {"status": "running", "epochs_done": start_epoch})
+    metrics.truncate(progress.epoch if progress.epoch > 0 else -1)
+    write_json(status_path, {"status": "running", "epochs_done": progress.epoch})
 
     def row_for(epoch: int, batch_loss: float) -> dict[str, Any]:
-        train_loss, train_acc = evaluate_split(model, *train_eval, batch_size=_EVAL_BATCH, device=device)
-        test_loss, test_acc = evaluate_split(
-            model, dataset.test_x, dataset.test_y, batch_size=_EVAL_BATCH, device=device
+        active = run.optimizer if progress.phase == 0 else run.switch.to  # type: ignore[union-attr]
+        return _metrics_row(
+            epoch, model, optimizer, active, progress, batch_loss, dataset=dataset,
+            train_eval=(dataset.train_x[eval_index], dataset.train_y[eval_index]),
+            init_state=init_state, orders=orders, device=device,
         )
-        active = run.optimizer if phase == 0 else run.switch.to  # type: ignore[union-attr]
-        row = {
-            "epoch": epoch,
-            "optimizer": active,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "test_loss": test_loss,
-            "test_accuracy": test_acc,
-            "batch_loss": batch_loss,
-            "distance_from_init": distance(model, init_state),
-            "gradient_evaluations": evaluations,
-            "wall_time": round(wall, 4),
-            "order_hash": orders.get(str(epoch), ""),
-        }
-        if dataset.task == "language_model":
-            row["train_perplexity"] = perplexity(train_loss)
-            row["test_perplexity"] = perplexity(test_loss)
-        return row
 
-    if start_epoch == 0:
+    if progress.epoch == 0:
         metrics.append(row_for(0, math.nan))
     if report:
-        report(name, start_epoch, config.epochs, metrics.rows[-1] if metrics.rows else {})
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        new_phase = phase_at(run, epoch, config.epochs)
-        if new_phase != phase:
-            phase = new_phase
+        report(name, progress.epoch, config.epochs, metrics.rows[-1] if metrics.rows else {})
+    for epoch in range(progress.epoch + 1, config.epochs + 1):
+        phase = phase_at(run, epoch, config.epochs)
+        if phase != progress.phase:
+            progress.phase = phase
             optimizer = build_optimizer(run, phase, list(model.parameters()))
         order = epoch_order(seed, epoch, n_train)
         if order_hash(order) != orders[str(epoch)]:
@@ -235,20 +267,16 @@ def train_run(
             # Dropout masks depend only on (seed, run, epoch): resuming replays them exactly.
             torch.manual_seed(derive_seed("dropout", seed, name, epoch))
             stats = train_epoch(
-                model,
-                optimizer,
-                dataset,
-                order,
-                config.batch_size,
-                augment_seed=derive_seed("augment", seed, epoch),
-                device=device,
+                model, optimizer, dataset, order, config.batch_size,
+                augment_seed=derive_seed("augment", seed, epoch), device=device,
             )
-        wall += time.perf_counter() - began
-        evaluations += stats.gradient_evaluations
+        progress.wall_time += time.perf_counter() - began
+        progress.evaluations += stats.gradient_evaluations
         if stats.diverged:
             metrics.append({**row_for(epoch, stats.mean_batch_loss), "train_loss": math.nan, "test_loss": math.nan})
             resume_path.unlink(missing_ok=True)
-            status = {"status": "diverged", "diverged_epoch": epoch, "epochs_done": epoch, "checkpoints": checkpoints}
+            status = {"status": "diverged", "diverged_epoch": epoch, "epochs_done": epoch,
+                      "checkpoints": progress.checkpoints}
             write_json(status_path, status)
             if report:
                 report(name, epoch, config.epochs, {"diverged": True})
@@ -256,25 +284,15 @@ def train_run(
         row = row_for(epoch, stats.mean_batch_loss)
         if epoch % config.checkpoint_every == 0:
             path = layout.checkpoint(name, epoch)
-            checkpoints[path.name] = save_weights(path, model.state_dict())
+            progress.checkpoints[path.name] = save_weights(path, model.state_dict())
         metrics.append(row)
-        state = {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "phase": phase,
-            "evaluations": evaluations,
-            "wall_time": wall,
-            "checkpoints": checkpoints,
-        }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(resume_path, buffer.getvalue())
+        progress.epoch = epoch
+        progress.save(resume_path, model, optimizer)
         if report:
             report(name, epoch, config.epochs, row)
     final = layout.checkpoint(name, None)
-    checkpoints[final.name] = save_weights(final, model.state_dict())
-    status = {"status": "finished", "epochs_done": config.epochs, "checkpoints": checkpoints}
+    progress.checkpoints[final.name] = save_weights(final, model.state_dict())
+    status = {"status": "finished", "epochs_done": config.epochs, "checkpoints": progress.checkpoints}
     write_json(status_path, status)
     resume_path.unlink(missing_ok=True)
     return status
