@@ -66,6 +66,19 @@ def test_end_points_reproduce_anchor_losses():
         assert got["loss"][a] == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_used_evaluator_pickles_and_gives_the_same_numbers():
+    # Ray ships evaluators to workers; one that has already run holds fx-rewritten runners.
+    import pickle
+
+    model, anchors, data = _setup("bn")
+    evaluator = Evaluator(model, data, bn="recompute", strategy="loop")
+    coefficients = torch.eye(3, dtype=torch.float64)
+    first = evaluator.evaluate(anchors, coefficients)
+    copy_ = pickle.loads(pickle.dumps(evaluator))
+    again = copy_.evaluate(anchors, coefficients)
+    np.testing.assert_array_equal(first["loss"], again["loss"])
+
+
 @pytest.mark.slow  # inductor compilation takes ~13 s on two cores
 def test_default_strategy_with_compile_matches_naive():
     model, anchors, data = _setup("bn")

@@ -218,6 +218,13 @@ class Evaluator:
                 self._runners[strategy] = VmapRunner(*args, self.points_per_pass)
         return self._runners[strategy]
 
+    def __getstate__(self) -> dict:
+        # Runners hold rewritten (fx) and compiled modules that do not pickle; a copy shipped
+        # to a worker (Ray) rebuilds them on first use.
+        state = self.__dict__.copy()
+        state["_runners"] = {}
+        return state
+
     def _want_compile(self, points: int) -> bool:
         if self.compile is not None:
             return self.compile
