@@ -68,7 +68,13 @@ def resolve_config(config: ExperimentConfig, dataset: Dataset) -> ExperimentConf
 
 
 def _config_text(config: ExperimentConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    raw = config.model_dump(mode="json")
+    # The order a person writes it (name, data, model, seeds, settings, runs), not the order of
+    # the class hierarchy, which puts the inherited training settings first.
+    first = ("name", "data", "model", "seeds")
+    ordered = {k: raw[k] for k in first} | {k: v for k, v in raw.items() if k not in first}
+    ordered["runs"] = ordered.pop("runs")
+    return yaml.safe_dump(ordered, sort_keys=False)
 
 
 def prepare_experiment(
@@ -227,6 +233,7 @@ def train_run(
     orders = read_json(layout.orders(seed))
     n_train = len(dataset.train_x)
     eval_index = seeded_subset(n_train, config.eval_subset, derive_seed("eval-subset", seed) % (2**31))
+    train_eval = (dataset.train_x[eval_index], dataset.train_y[eval_index])
     metrics = MetricsLog(layout.metrics(name), _columns(dataset.task))
 
     progress = _Progress(phase=phase_at(run, 1, config.epochs))
@@ -246,7 +253,7 @@ def train_run(
         active = run.optimizer if progress.phase == 0 else run.switch.to  # type: ignore[union-attr]
         return _metrics_row(
             epoch, model, optimizer, active, progress, batch_loss, dataset=dataset,
-            train_eval=(dataset.train_x[eval_index], dataset.train_y[eval_index]),
+            train_eval=train_eval,
             init_state=init_state, orders=orders, device=device,
         )
 
