@@ -22,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "SwitchSpec",
     "RunSpec",
+    "TrainingSettings",
     "ExperimentConfig",
     "load_config",
     "parse_config",
@@ -116,25 +117,36 @@ class RunSpec(_Frozen):
         return f"{self.optimizer}-to-{self.switch.to}-{round(self.switch.at * 100)}"
 
 
-class ExperimentConfig(_Frozen):
-    """A whole experiment: one model and data set, several seeds, several runs per seed.
+class TrainingSettings(_Frozen):
+    """How every run of an experiment trains; shared by experiment configs and presets.
 
-    For each seed there is one initialization and one minibatch order, shared by every run.
     ``threads`` sets torch's CPU threads; ``None`` picks one thread for small models (below a
     million parameters: intra-op parallelism costs them more than it saves, 60x slower steps
     measured on a loaded 2-core machine) and torch's default otherwise.
     """
 
-    name: str = "experiment"
-    data: DataSpec = Field(default_factory=DataSpec)
-    model: ModelSpec
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     epochs: int = Field(ge=1)
     batch_size: int = Field(default=128, ge=1)
     eval_subset: int | None = Field(default=1024, ge=1)
     checkpoint_every: int = Field(default=1, ge=1)
     device: str = "cpu"
     threads: int | None = Field(default=None, ge=1)
+
+    def training_settings(self) -> dict[str, Any]:
+        """These settings alone, as keyword arguments for another config."""
+        return {name: getattr(self, name) for name in TrainingSettings.model_fields}
+
+
+class ExperimentConfig(TrainingSettings):
+    """A whole experiment: one model and data set, several seeds, several runs per seed.
+
+    For each seed there is one initialization and one minibatch order, shared by every run.
+    """
+
+    name: str = "experiment"
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     runs: list[RunSpec] = Field(min_length=1)
 
     @model_validator(mode="after")

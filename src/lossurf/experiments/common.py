@@ -109,9 +109,8 @@ class Context:
             runs += [self.switch_run(a, b, f) for a, b in p.switching.pairs for f in p.switching.fractions]
         data = p.data if self.data_dir is None else p.data.model_copy(update={"data_dir": self.data_dir})
         raw = dict(
-            data=data, model=model, seeds=seeds or p.seeds, epochs=epochs or p.epochs,
-            batch_size=p.batch_size, eval_subset=p.eval_subset, checkpoint_every=p.checkpoint_every,
-            device=p.device, threads=p.threads, runs=runs,
+            p.training_settings(), data=data, model=model, seeds=seeds or p.seeds,
+            epochs=epochs or p.epochs, runs=runs,
         )
         body = ExperimentConfig(name="x", **raw).model_dump(mode="json")
         body.pop("name")

@@ -64,11 +64,10 @@ def search_learning_rates(
             method = preset.methods[m]
             runs += [RunSpec(optimizer=method.optimizer, lr=lr, options=method.options,
                              name=f"{m}-lr{i}") for i, lr in enumerate(grid_for(preset, m))]
+        short = {"epochs": preset.lr_search.epochs, "checkpoint_every": preset.lr_search.epochs}
         config = ExperimentConfig(
-            name=f"lr-search-{preset.name}", data=spec, model=preset.model, seeds=[preset.seeds[0]],
-            epochs=preset.lr_search.epochs, batch_size=preset.batch_size,
-            eval_subset=preset.eval_subset, checkpoint_every=preset.lr_search.epochs,
-            device=preset.device, threads=preset.threads, runs=runs)
+            **{**preset.training_settings(), **short}, name=f"lr-search-{preset.name}",
+            data=spec, model=preset.model, seeds=[preset.seeds[0]], runs=runs)
         path = folder / "-".join(sorted(todo)).replace("+", "p")[:80]
         train_experiment(config, path, dataset=split, command="lossurf --lr-search")
         exp = load_experiment(path)

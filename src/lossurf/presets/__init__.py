@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lossurf.config import DataSpec, InitSpec, ModelSpec, format_validation_error
+from lossurf.config import DataSpec, InitSpec, ModelSpec, TrainingSettings, format_validation_error
 from lossurf.errors import LossurfError
 
 __all__ = ["Preset", "MethodSpec", "SurfaceSettings", "load_preset", "preset_names", "PAPER_LR_GRIDS"]
@@ -91,7 +91,7 @@ class LrSearchSettings(_Frozen):
     max_train: int | None = Field(default=None, ge=2)
 
 
-class Preset(_Frozen):
+class Preset(TrainingSettings):
     """A whole reproduction setting (see ``digits.yaml`` for a commented example)."""
 
     name: str
@@ -99,12 +99,6 @@ class Preset(_Frozen):
     data: DataSpec
     model: ModelSpec
     seeds: list[int] = Field(min_length=2)
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    eval_subset: int | None = Field(default=1024, ge=1)
-    checkpoint_every: int = Field(default=1, ge=1)
-    device: str = "cpu"
-    threads: int | None = Field(default=None, ge=1)
     methods: dict[str, MethodSpec] = Field(min_length=1)
     surface: SurfaceSettings = Field(default_factory=SurfaceSettings)
     lr_search: LrSearchSettings = Field(default_factory=LrSearchSettings)
