@@ -364,3 +364,91 @@ def test_deepcopy_keeps_sharing():
     opt = build("adam+rk2-heun", _mlp().parameters(), lr=0.1)
     twin = copy.deepcopy(opt)
     assert twin.param_groups is twin.base.param_groups and twin.tableau == opt.tableau
+
+
+# --- Stage 2 is a look-ahead: batch-norm statistics and dropout ---------------------------
+
+
+class _MaskRecorder(nn.Module):
+    """Dropout that records every mask it draws (1 kept, 0 dropped)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p, self.masks = p, []
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        mask = torch.empty_like(x).bernoulli_(1 - self.p)  # what nn.Dropout draws
+        self.masks.append(mask.to(torch.int8))
+        return x * mask / (1 - self.p)
+
+
+def _bn_net(seed: int = 0, p: float = 0.0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), _MaskRecorder(p),
+                         nn.Linear(8, 2)).to(DT)
+
+
+@pytest.mark.parametrize("name", ["rk2-heun", "rk2-midpoint", "adam+rk2-ralston"])
+def test_rk_step_updates_bn_running_stats_once_at_theta(name):
+    x, y = _data()
+    model, ref = _bn_net(), _bn_net()
+    opt = build(name, model.parameters(), lr=0.1)
+    bn, bn_ref = model[1], ref[1]
+    for step in range(1, 4):
+        theta = copy.deepcopy(model.state_dict())
+        ref.load_state_dict(theta)
+        ref.train()
+        with torch.no_grad():
+            ref(x)  # one plain forward at theta: the running statistics a step should leave
+        opt.step(_closure(model, opt, x, y))
+        assert int(bn.num_batches_tracked) == step  # +1 per step, not +2
+        assert torch.equal(bn.running_mean, bn_ref.running_mean)
+        assert torch.equal(bn.running_var, bn_ref.running_var)
+    # The look-ahead really moved the weights, so stage 2 would have changed the statistics.
+    assert not torch.equal(_flat(model), _flat(_bn_net()))
+
+
+def test_rk_step_cumulative_bn_average_counts_one_batch_per_step():
+    # momentum=None: the running mean is the average over num_batches_tracked batches, so a
+    # second (look-ahead) batch would change its weights too.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, momentum=None), nn.Linear(4, 2)).to(DT)
+    x, y = _data()
+    opt = build("rk2-heun", model.parameters(), lr=0.1)
+    means = []
+    for _ in range(2):
+        with torch.no_grad():
+            means.append(model[0](x).mean(0))  # the batch mean at theta, before the step
+        opt.step(_closure(model, opt, x, y))
+    assert int(model[1].num_batches_tracked) == 2
+    torch.testing.assert_close(model[1].running_mean, (means[0] + means[1]) / 2)
+
+
+@pytest.mark.parametrize("minibatch", ["same", "next"])
+def test_rk_stage_two_sees_stage_one_dropout_mask(minibatch):
+    x, y = _data()
+    model = _bn_net(p=0.5)
+    recorder = model[3]
+    opt = build("rk2-heun", model.parameters(), lr=0.1, minibatch=minibatch)
+    torch.manual_seed(123)
+    steps = []
+    for _ in range(3):
+        recorder.masks.clear()
+        opt.step(_closure(model, opt, x, y))
+        stage1, stage2 = recorder.masks
+        assert torch.equal(stage1, stage2)
+        assert 0 < int(stage1.sum()) < stage1.numel()  # a real mask, not all kept
+        steps.append(stage1)
+    after_steps = torch.rand(4)
+    # Reference: three plain forwards from the same seed draw the same three masks, and the
+    # random stream after them is the stream after the three RK steps (stage 2 consumed none).
+    torch.manual_seed(123)
+    check = _bn_net(p=0.5)
+    torch.manual_seed(123)
+    for k in range(3):
+        check(x)
+        assert torch.equal(check[3].masks[k], steps[k])
+    assert not torch.equal(steps[0], steps[1])
+    assert torch.equal(torch.rand(4), after_steps)

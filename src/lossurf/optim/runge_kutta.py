@@ -8,6 +8,10 @@ Runge-Kutta step with tableau ``(a1, a2, q1)`` and step ``h`` (the learning rate
 so the RK2 "gradient" is ``a1 k1 + a2 k2`` (eq. 24). :class:`RungeKutta` computes it and hands
 it to the wrapped optimizer in place of the gradient: SGD becomes RK2 proper, Adam sees the
 combined vector in its moments ("Adam+RK2").
+
+The second stage is a look-ahead, not a training step of its own: batch-norm running
+statistics are left as the first stage (a forward at ``theta``) made them, and dropout draws
+the same mask in both stages (see :meth:`RungeKutta.step`).
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim import Optimizer
 
 from lossurf.errors import LossurfError
 
 __all__ = ["Tableau", "TABLEAUS", "MINIBATCH_MODES", "resolve_tableau", "RungeKutta"]
+
+_RUNNING_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 MINIBATCH_MODES = ("same", "next")
 _CONSISTENCY_TOL = 1e-12
@@ -124,6 +133,56 @@ def resolve_tableau(spec: str | Tableau | Sequence[float]) -> Tableau:
     )
 
 
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The global CPU generator's state and, once CUDA is in use, every device's."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> None:
+    cpu, cuda = state
+    torch.set_rng_state(cpu)
+    if cuda is not None:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+class _FrozenRunningStats:
+    """While active, every batch-norm-like module (``_NormBase``: BatchNorm*, SyncBatchNorm,
+    InstanceNorm* with running statistics) that runs a training-mode forward gets its running
+    buffers back on exit, exactly as they were before its first forward.
+
+    A process-wide forward pre-hook, so it works for any model without the optimizer knowing
+    the modules; it is registered only for the duration of stage 2.
+    """
+
+    def __init__(self) -> None:
+        self._saved: dict[int, tuple[nn.Module, dict[str, torch.Tensor]]] = {}
+        self._handle: Any = None
+
+    def _pre_hook(self, module: nn.Module, _inputs: Any) -> None:
+        if (isinstance(module, _NormBase) and module.training and module.track_running_stats
+                and id(module) not in self._saved):
+            buffers = {}
+            for name in _RUNNING_BUFFERS:
+                value = getattr(module, name, None)
+                if isinstance(value, torch.Tensor) and not isinstance(
+                        value, nn.parameter.UninitializedBuffer):
+                    buffers[name] = value.detach().clone()
+            self._saved[id(module)] = (module, buffers)
+
+    def __enter__(self) -> "_FrozenRunningStats":
+        self._handle = register_module_forward_pre_hook(self._pre_hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+        with torch.no_grad():
+            for module, buffers in self._saved.values():
+                for name, value in buffers.items():
+                    getattr(module, name).copy_(value)
+        self._saved.clear()
+
+
 class RungeKutta(Optimizer):
     """Runge-Kutta augmentation of a base optimizer (paper A.3.1).
 
@@ -139,6 +198,9 @@ class RungeKutta(Optimizer):
         minibatch: Read by the training engine. ``"same"``: both stages see the same
             minibatch. ``"next"``: stage 2 sees the next minibatch, so an epoch costs as many
             gradient evaluations as the base method (paper Fig. 9) (default ``"same"``).
+
+    Stage 2 is a look-ahead: it leaves batch-norm running statistics as stage 1 left them and
+    draws stage 1's dropout mask (details in :meth:`step`).
 
     Attributes:
         stage: 1 or 2 while the closure of that stage runs, 0 otherwise; lets a closure tell
@@ -287,6 +349,16 @@ class RungeKutta(Optimizer):
         no gradient counts as zero. Parameters with no gradient in both stages are left to the
         base optimizer, which skips them.
 
+        Stage 2 only looks ahead, so it leaves no trace on the model's statistics: the running
+        buffers of every batch-norm module (``running_mean``, ``running_var``,
+        ``num_batches_tracked``) that stage 2's forward touches are restored to their values
+        after stage 1, so a step advances them once, as one forward at ``theta`` does. And
+        stage 2 sees the same dropout mask as stage 1 -- our choice, so that ``k1`` and ``k2``
+        are gradients of one and the same (sub)network, as in the deterministic method: the
+        global random generators (CPU and, once initialised, every CUDA device) are set back
+        to their state before stage 1 when stage 2 starts, and after stage 2 to their state
+        after stage 1, so the random stream after a step does not depend on stage 2.
+
         Args:
             closure: Zeroes the gradients, evaluates the loss, calls ``backward()`` and returns
                 the loss. Required: a step evaluates the gradient at two points.
@@ -303,6 +375,7 @@ class RungeKutta(Optimizer):
         a1, a2, q1 = self.tableau.as_tuple()
         try:
             self.stage = 1
+            rng_before = _rng_state() if a2 != 0.0 else None
             with torch.enable_grad():
                 loss = closure()
             if a2 == 0.0:  # one-stage method: the base method itself (scaled if a1 != 1)
@@ -337,10 +410,14 @@ class RungeKutta(Optimizer):
                         p.grad = None
 
             self.stage = 2
+            assert rng_before is not None
+            rng_after = _rng_state()
             try:
-                with torch.enable_grad():
+                _set_rng_state(rng_before)  # the same dropout mask as stage 1
+                with _FrozenRunningStats(), torch.enable_grad():
                     closure()
             finally:
+                _set_rng_state(rng_after)
                 # Exact restore (copy back, never subtract the move again), also when the
                 # closure raised, so a failed step never leaves theta at the stage-2 point.
                 if moved:
