@@ -1,0 +1,180 @@
+"""Hessian-vector products of the mean loss over a fixed data subset.
+
+:class:`HessianOperator` wraps a model at one weight vector: ``loss()``, ``gradient()`` and
+``hvp(v)`` of the training objective (:func:`lossurf.objective.mean_loss`) averaged over every
+example of an :class:`~lossurf.surface.evaluate.EvalData`. Batches are accumulated exactly: each
+batch contributes its *summed* loss, and the total is divided once by the number of targets, so
+the result does not depend on the batch size.
+
+The network runs in eval mode: batch norm uses the end point's running statistics (the function
+that was trained to, not one of its minibatches) and dropout is off, so the loss is a fixed,
+smooth function of the parameters and its Hessian is symmetric. Only parameters move; buffers
+(BN statistics) stay those of ``weights``.
+
+Two implementations of the product, chosen with ``method``:
+
+- ``forward-over-reverse``: ``torch.func.jvp`` of ``torch.func.grad`` (one forward pass carrying
+  tangents, one backward pass carrying tangents);
+- ``double-backward``: ``autograd.grad`` with ``create_graph=True``, then the gradient of
+  ``<grad, v>`` (Pearlmutter's trick, as PyHessian does).
+
+``auto`` picks the one that measured faster here (``benchmarks/hessian.py``; see
+:data:`DEFAULT_METHOD`). Vectors in and out are flat float64 CPU/device tensors so that Lanczos
+can keep its basis in float64 whatever the model's precision.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lossurf.errors import LossurfError
+from lossurf.objective import mean_loss
+from lossurf.params import as_state, check_compatible
+
+__all__ = ["HessianOperator", "HVP_METHODS", "DEFAULT_METHOD"]
+
+HVP_METHODS = ("auto", "forward-over-reverse", "double-backward")
+#: What ``auto`` means. Measured by benchmarks/hessian.py on the digits CNN with batch norm (2-core
+#: CPU, 512 examples): forward-over-reverse 2.4x a gradient, double backward 2.9x.
+DEFAULT_METHOD = "forward-over-reverse"
+#: Examples per batch by default: large enough to amortise per-call overhead, small enough that
+#: a forward-over-reverse pass of a CIFAR-sized network fits in memory.
+DEFAULT_BATCH = 512
+
+
+class HessianOperator:
+    """Loss, gradient and Hessian-vector products of ``model`` at ``weights`` on ``data``.
+
+    Args:
+        model: the architecture (never modified: a copy is used).
+        weights: the state dict to differentiate at (parameters and BN statistics).
+        data: the examples; the loss is their mean (per token for language models).
+        batch_size: examples per pass (default 512); the result does not depend on it.
+        method: ``auto`` (default), ``forward-over-reverse`` or ``double-backward``.
+        device: where to compute (default: the model's device).
+
+    Attributes:
+        names: the parameters differentiated, in ``named_parameters`` order.
+        n: their total number of entries (the Hessian is ``n x n``).
+        theta: the parameters at ``weights`` as one float64 vector.
+        calls: number of Hessian-vector products computed so far.
+    """
+
+    def __init__(self, model: nn.Module, weights: Mapping[str, torch.Tensor], data,
+                 *, batch_size: int | None = None,
+                 method: Literal["auto", "forward-over-reverse", "double-backward"] = "auto",
+                 device: str | torch.device | None = None) -> None:
+        from lossurf.surface.evaluate import EvalData
+
+        if method not in HVP_METHODS:
+            raise LossurfError(f"unknown HVP method {method!r}; use one of: {', '.join(HVP_METHODS)}")
+        if not isinstance(data, EvalData):
+            raise LossurfError("data must be an EvalData; build it with EvalData(x, y, task) "
+                               "or EvalData.from_dataset(dataset)")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            raise LossurfError(f"batch_size must be a positive integer, got {batch_size!r}")
+        state = as_state(weights)
+        check_compatible([as_state(model), state], ["the model", "the weights"])
+        if device is None:
+            first = next(iter(model.parameters()), None)
+            device = first.device if first is not None else "cpu"
+        self.device = torch.device(device)
+        self.method = DEFAULT_METHOD if method == "auto" else method
+        net = copy.deepcopy(model)
+        net.load_state_dict(state)
+        net.eval()  # BN: the end point's running statistics; dropout off
+        self._net = net.to(self.device)
+        self.names = [n for n, p in net.named_parameters() if p.requires_grad]
+        if not self.names:
+            raise LossurfError("the model has no trainable parameters; nothing to differentiate")
+        params = dict(net.named_parameters())
+        self._params = {k: params[k].detach() for k in self.names}
+        # frozen parameters and buffers are held fixed, passed alongside
+        self._fixed = {k: v.detach() for k, v in net.named_parameters() if k not in self._params}
+        self._fixed.update({k: b.detach() for k, b in net.named_buffers()})
+        self._shapes = [self._params[k].shape for k in self.names]
+        self._sizes = [self._params[k].numel() for k in self.names]
+        self.n = sum(self._sizes)
+        self.dtype = self._params[self.names[0]].dtype
+        self.theta = torch.cat([self._params[k].reshape(-1).double() for k in self.names])
+        x = data.x.to(self.device)
+        self._x = x.to(self.dtype) if x.is_floating_point() else x
+        self._y = data.y.to(self.device)
+        self._count = self._y.numel()
+        self.batch_size = batch_size or DEFAULT_BATCH
+        self.calls = 0
+
+    # -- conversions between flat float64 vectors and per-parameter tensors -------------------
+    def _split(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        if vector.shape != (self.n,):
+            raise LossurfError(f"vector has shape {tuple(vector.shape)}; pass a flat vector of "
+                               f"{self.n} entries (one per parameter)")
+        pieces = torch.split(vector.to(self.device, self.dtype), self._sizes)
+        return {k: p.reshape(s) for k, p, s in zip(self.names, pieces, self._shapes)}
+
+    def _flat(self, tensors) -> torch.Tensor:
+        return torch.cat([t.reshape(-1).double() for t in tensors])
+
+    def _at(self, theta: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self._params if theta is None else self._split(theta)
+
+    def _batches(self):
+        for start in range(0, len(self._x), self.batch_size):
+            yield self._x[start: start + self.batch_size], self._y[start: start + self.batch_size]
+
+    def _summed_loss(self, params: dict[str, torch.Tensor], x, y) -> torch.Tensor:
+        logits = functional_call(self._net, {**params, **self._fixed}, (x,))
+        return mean_loss(logits, y) * y.numel()
+
+    # -- the three quantities ----------------------------------------------------------------
+    def loss(self, theta: torch.Tensor | None = None) -> float:
+        """The mean loss at ``theta`` (a flat vector; default the weights)."""
+        params = self._at(theta)
+        total = 0.0
+        with torch.no_grad():
+            for x, y in self._batches():
+                total += float(self._summed_loss(params, x, y))
+        return total / self._count
+
+    def gradient(self, theta: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+        """``(loss, gradient)`` at ``theta`` (default the weights); the gradient is flat float64."""
+        params = {k: v.detach().requires_grad_(True) for k, v in self._at(theta).items()}
+        total, grads = 0.0, None
+        for x, y in self._batches():
+            loss = self._summed_loss(params, x, y)
+            g = torch.autograd.grad(loss, list(params.values()))
+            grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+            total += float(loss.detach())
+        return total / self._count, self._flat(grads) / self._count
+
+    def hvp(self, vector: torch.Tensor) -> torch.Tensor:
+        """``H v`` for a flat vector ``v``; returned flat, float64, on the operator's device."""
+        v = self._split(vector)
+        out = None
+        for x, y in self._batches():
+            hv = (self._hvp_functorch(v, x, y) if self.method == "forward-over-reverse"
+                  else self._hvp_double_backward(v, x, y))
+            out = hv if out is None else [a + b for a, b in zip(out, hv)]
+        self.calls += 1
+        return self._flat(out).to(vector.device) / self._count
+
+    __call__ = hvp
+
+    def _hvp_functorch(self, v, x, y) -> list[torch.Tensor]:
+        grad_fn = torch.func.grad(lambda p: self._summed_loss(p, x, y))
+        _, hv = torch.func.jvp(grad_fn, (self._params,), (v,))
+        return [hv[k] for k in self.names]
+
+    def _hvp_double_backward(self, v, x, y) -> list[torch.Tensor]:
+        params = {k: p.detach().requires_grad_(True) for k, p in self._params.items()}
+        leaves = list(params.values())
+        grads = torch.autograd.grad(self._summed_loss(params, x, y), leaves, create_graph=True)
+        dot = sum((g * v[k]).sum() for g, k in zip(grads, self.names))
+        return list(torch.autograd.grad(dot, leaves))
