@@ -1,7 +1,9 @@
 """Data sets: ``load(spec)`` returns a :class:`Dataset` with a fixed, seeded split.
 
 Registered: ``digits`` (embedded, scikit-learn), ``cifar10`` (from ``data_dir``), ``ptb``
-(from ``data_dir``), ``synthetic-text`` (generated from a seeded grammar).
+(from ``data_dir``), ``synthetic-text`` (generated from a seeded grammar). A name containing
+``:`` is an import path to a user's own factory, ``package.module:load`` (see
+:mod:`lossurf.data.user` for what it receives and may return).
 
 Example:
     >>> from lossurf.config import DataSpec
@@ -17,7 +19,9 @@ from typing import Callable
 from lossurf.config import DataSpec
 from lossurf.data import cifar10, digits, synthetic_text, text
 from lossurf.data.base import Augment, Dataset, seeded_subset
+from lossurf.data.user import load_user
 from lossurf.errors import LossurfError
+from lossurf.imports import is_import_path
 
 __all__ = ["Dataset", "Augment", "seeded_subset", "DATASETS", "OPTIONS", "load", "names"]
 
@@ -59,12 +63,16 @@ def load(spec: DataSpec) -> Dataset:
 
     Raises:
         LossurfError: unknown name, unknown option, ``augment`` on a data set without
-            augmentation, or missing/malformed files.
+            augmentation, or missing/malformed files; for a user's factory, an import path
+            that does not resolve, a factory that raises, or data that fail the checks.
     """
+    if is_import_path(spec.name):
+        return load_user(spec)
     loader = DATASETS.get(spec.name)
     if loader is None:
         raise LossurfError(
-            f"unknown data set {spec.name!r}; choose one of {names()} (data: name: ...)"
+            f"unknown data set {spec.name!r}; choose one of {names()} (data: name: ...), or "
+            "your own factory as 'package.module:load'"
         )
     allowed = OPTIONS.get(spec.name)
     if allowed is not None:

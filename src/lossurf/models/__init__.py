@@ -8,6 +8,13 @@ factory's keyword arguments (names and types) before anything is built.
 Every model is a plain ``nn.Module`` with standard ``nn.BatchNorm1d/2d`` layers and named,
 stable state-dict keys; forwards avoid in-place ops and ``.view`` so they work under
 ``torch.func.functional_call``, ``torch.compile`` and ``channels_last``.
+
+A user's own model: a name containing ``:`` is an import path ``package.module:callable``
+(see :mod:`lossurf.imports`). The callable gets the spec's options as keyword arguments, plus
+each option the data decides (:data:`DATA_OPTIONS`: ``num_classes``, ``in_channels``,
+``in_features``, ``vocab_size``) that its signature names explicitly (a ``**kwargs`` catch-all
+does not receive them); it must return an ``nn.Module``. It is built under the same seeding as
+a registered model, and the spec's ``init`` scheme is applied to it the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from torch import nn
 
 from lossurf.config import ModelSpec
 from lossurf.errors import LossurfError
+from lossurf.imports import is_import_path, resolve_callable
 from lossurf.models.init import INIT_SCHEMES, apply_init
 from lossurf.models.lstm import LSTMLM
 from lossurf.models.nin import NIN
@@ -69,9 +77,14 @@ def names() -> list[str]:
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
+    if is_import_path(name):
+        return resolve_callable(name, "model factory")
     factory = MODELS.get(name)
     if factory is None:
-        raise LossurfError(f"unknown model {name!r}; use one of: {', '.join(names())}")
+        raise LossurfError(
+            f"unknown model {name!r}; use one of: {', '.join(names())} "
+            "(or your own factory as 'package.module:callable')"
+        )
     return factory
 
 
@@ -130,9 +143,13 @@ def _type_name(annotation: Any) -> str:
 def _check_options(name: str, factory: Callable[..., nn.Module], opts: Mapping[str, Any]) -> None:
     params = _parameters(factory)
     valid = ", ".join(sorted(params))
-    hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    except Exception:  # a user's hints that do not evaluate (forward references): skip types
+        hints = {}
+    catch_all = _takes_kwargs(factory)
     for key, value in opts.items():
-        if key not in params:
+        if key not in params and not catch_all:
             raise LossurfError(
                 f"model {name!r} has no option {key!r}; valid options: {valid}"
             )
@@ -144,6 +161,32 @@ def _check_options(name: str, factory: Callable[..., nn.Module], opts: Mapping[s
             )
 
 
+def _takes_kwargs(factory: Callable[..., nn.Module]) -> bool:
+    try:
+        return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return False
+
+
+def _call_user_factory(name: str, factory: Callable[..., nn.Module], opts: Mapping[str, Any]) -> nn.Module:
+    """Call a user's model factory; its failures become one-line user errors."""
+    try:
+        model = factory(**opts)
+    except LossurfError:
+        raise
+    except Exception as error:
+        raise LossurfError(
+            f"model factory {name!r} raised {type(error).__name__}: {error}; "
+            "fix the factory or its options (model: options:)"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise LossurfError(
+            f"model factory {name!r} returned a {type(model).__name__}, not a torch.nn.Module; "
+            "return the network itself"
+        )
+    return model
+
+
 def resolve_options(
     name: str, data_options: Mapping[str, Any], options: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -152,9 +195,10 @@ def resolve_options(
     Data options (``Dataset.model_options()``) that model ``name`` does not take are dropped
     (an LSTM has no ``in_channels``, a CNN no ``in_features``); those it takes override the
     user's, since a model with the wrong number of classes or channels cannot run on the data.
+    A user's factory takes a data option only if its signature names it (not via ``**kwargs``).
 
     Args:
-        name: a registered model.
+        name: a registered model or an import path ``package.module:callable``.
         data_options: e.g. ``{"num_classes": 10, "in_channels": 1}``.
         options: the user's options (default none).
 
@@ -162,7 +206,7 @@ def resolve_options(
         The merged options, to store in the resolved ``ModelSpec``.
 
     Raises:
-        LossurfError: ``name`` is not a registered model.
+        LossurfError: ``name`` is not a registered model, or its import path does not resolve.
     """
     accepted = _parameters(_factory(name))
     merged = dict(options or {})
@@ -190,7 +234,9 @@ def build(
         The module, in training mode.
 
     Raises:
-        LossurfError: unknown model, unknown or ill-typed option, or an invalid value.
+        LossurfError: unknown model, unknown or ill-typed option, or an invalid value; for an
+            import path also a module that does not import, a missing or non-callable
+            attribute, a factory that raises or returns something other than an ``nn.Module``.
     """
     if not isinstance(spec, ModelSpec):
         try:
@@ -207,11 +253,17 @@ def build(
             ) from None
     factory = _factory(spec.name)
     _check_options(spec.name, factory, spec.options)
+    if is_import_path(spec.name):
+        def make() -> nn.Module:
+            return _call_user_factory(spec.name, factory, spec.options)
+    else:
+        def make() -> nn.Module:
+            return factory(**spec.options)
     if seed is None:
-        model = apply_init(factory(**spec.options), spec.init, None)
+        model = apply_init(make(), spec.init, None)
     else:
         # devices=[]: fork only the CPU RNG; weights are drawn on CPU whatever `device` is.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = apply_init(factory(**spec.options), spec.init, None)
+            model = apply_init(make(), spec.init, None)
     return model.to(device) if device is not None else model
