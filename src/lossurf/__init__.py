@@ -9,20 +9,30 @@ Public API::
     lossurf.models.build(spec)      build a registered model
     lossurf.optim.build(name, params, lr=...)   any registered optimizer, Runge-Kutta included
 
-Heavy or optional dependencies (xarray, matplotlib, ray) are imported only by the modules that
-need them, so ``import lossurf`` stays light.
+Every name but ``__version__`` and ``LossurfError`` is imported on first use (PEP 562), so
+``import lossurf`` (and the ``lossurf`` command's ``--help``) does not pay for torch, xarray,
+zarr, matplotlib or ray.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
 from lossurf.errors import LossurfError  # noqa: E402
-from lossurf.experiment import Experiment, load_experiment  # noqa: E402
 
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from lossurf import data, models, optim, surface  # noqa: F401
+    from lossurf.engine import train_experiment  # noqa: F401
+    from lossurf.experiment import Experiment, load_experiment  # noqa: F401
+    from lossurf.surface import basin, distance_along, functional_distance, line, plane  # noqa: F401
 
-# Re-exported lazily (PEP 562): the surface functions pull in xarray and zarr.
+# Attribute -> module that defines it; imported on first access.
 _LAZY = {
+    "Experiment": "lossurf.experiment",
+    "load_experiment": "lossurf.experiment",
     "train_experiment": "lossurf.engine",
     "line": "lossurf.surface",
     "basin": "lossurf.surface",
@@ -30,14 +40,20 @@ _LAZY = {
     "functional_distance": "lossurf.surface",
     "distance_along": "lossurf.surface",
 }
+# Subpackages reachable as attributes (`lossurf.models.build`) without an explicit import.
+_SUBMODULES = ("data", "models", "optim", "surface")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lossurf.{name}")
     raise AttributeError(f"module 'lossurf' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "LossurfError", "Experiment", "load_experiment", *_LAZY]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
+
+
+__all__ = ["__version__", "LossurfError", *_LAZY]

@@ -8,12 +8,14 @@ offending field. The resolved config is written back into the run directory so t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lossurf.devices import device_name
 from lossurf.errors import LossurfError
 
 __all__ = [
@@ -27,11 +29,55 @@ __all__ = [
     "load_config",
     "parse_config",
     "format_validation_error",
+    "MAX_EPOCHS",
+    "MAX_LR",
+    "MAX_SEED",
+    "MAX_BATCH_SIZE",
+    "MAX_EXAMPLES",
+    "MAX_NAME_LENGTH",
+    "MAX_RUNS",
+    "LearningRate",
+    "Seed",
 ]
+
+# Upper bounds on what a config may ask, so that a typo (an extra zero, a pasted exponent)
+# fails at once with the field named instead of hanging for days or overflowing deep inside torch.
+#: Epochs per run: the paper trains 200; 100k epochs of even the digits model take days.
+MAX_EPOCHS = 100_000
+#: Learning rates: the paper's grids stop at 4 (RK2 over SGD on PTB); above 1e3 every registered
+#: optimizer's first step overflows float32 weights.
+MAX_LR = 1e3
+#: Seeds must fit a signed 64-bit integer (torch, numpy and JSON readers all accept that range).
+MAX_SEED = 2**63 - 1
+#: Minibatch size: a million examples per step is past any accelerator's memory for these models.
+MAX_BATCH_SIZE = 1_000_000
+#: Example counts (eval subsets, max_train/max_test): torch indexes with int32 on some backends.
+MAX_EXAMPLES = 2**31 - 1
+#: Run and experiment names: they become directory names and figure labels.
+MAX_NAME_LENGTH = 100
+#: Seeds and runs per experiment: each pair is a full training run.
+MAX_RUNS = 1000
+
+#: A finite learning rate in (0, MAX_LR].
+LearningRate = Annotated[float, Field(gt=0, le=MAX_LR)]
+#: A seed in [0, MAX_SEED].
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str, what: str) -> str:
+    """``value`` if it has no control characters (NUL, newline, ...) and is not too long."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} {value!r} contains a control character; use printable text")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; use at most {MAX_NAME_LENGTH}")
+    return value
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: every float field of a config must be finite (`.inf`, `.nan` in YAML)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class DataSpec(_Frozen):
@@ -51,11 +97,19 @@ class DataSpec(_Frozen):
     name: str = "digits"
     data_dir: Path | None = None
     augment: bool = False
-    split_seed: int = 0
-    max_train: int | None = Field(default=None, ge=1)
-    max_test: int | None = Field(default=None, ge=1)
-    bptt: int = Field(default=35, ge=2)
+    split_seed: Seed = 0
+    max_train: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)
+    max_test: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)
+    bptt: int = Field(default=35, ge=2, le=100_000)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _path_text(cls, value: Any) -> Any:
+        # A NUL byte makes every later filesystem call raise ValueError("embedded null byte").
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("contains a NUL character; give the path of a directory")
+        return value
 
 
 class InitSpec(_Frozen):
@@ -66,8 +120,8 @@ class InitSpec(_Frozen):
     """
 
     scheme: Literal["default", "normal"] = "default"
-    mean: float = 0.0
-    std: float = Field(default=1.0, gt=0)
+    mean: float = Field(default=0.0, ge=-1e6, le=1e6)
+    std: float = Field(default=1.0, gt=0, le=1e6)
 
 
 class ModelSpec(_Frozen):
@@ -87,7 +141,7 @@ class SwitchSpec(_Frozen):
     """Switch to optimizer ``to`` (learning rate ``lr``) after fraction ``at`` of the epochs."""
 
     to: str
-    lr: float = Field(gt=0)
+    lr: LearningRate
     at: float = Field(gt=0, lt=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -96,7 +150,7 @@ class RunSpec(_Frozen):
     """One training run: an optimizer, its learning rate and options, optionally a switch."""
 
     optimizer: str
-    lr: float = Field(gt=0)
+    lr: LearningRate
     options: dict[str, Any] = Field(default_factory=dict)
     switch: SwitchSpec | None = None
     name: str | None = None
@@ -104,8 +158,14 @@ class RunSpec(_Frozen):
     @field_validator("name")
     @classmethod
     def _typeable(cls, value: str | None) -> str | None:
-        if value is not None and (not value or any(c in value for c in "/@:, \t")):
-            raise ValueError(f"run name {value!r} must be non-empty and contain none of '/@:, '")
+        # A run name is a directory under runs/ and is typed in end points (`adam@seed1:epoch=3`).
+        if value is None:
+            return value
+        _printable(value, "run name")
+        if not value or any(c in value for c in "/\\@:, ") or value in (".", ".."):
+            raise ValueError(
+                f"run name {value!r} must be non-empty, not '.' or '..', and contain none of '/\\@:, '"
+            )
         return value
 
     def base_name(self) -> str:
@@ -125,12 +185,22 @@ class TrainingSettings(_Frozen):
     measured on a loaded 2-core machine) and torch's default otherwise.
     """
 
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    eval_subset: int | None = Field(default=1024, ge=1)
-    checkpoint_every: int = Field(default=1, ge=1)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=128, ge=1, le=MAX_BATCH_SIZE)
+    eval_subset: int | None = Field(default=1024, ge=1, le=MAX_EXAMPLES)
+    checkpoint_every: int = Field(default=1, ge=1, le=MAX_EPOCHS)
     device: str = "cpu"
-    threads: int | None = Field(default=None, ge=1)
+    threads: int | None = Field(default=None, ge=1, le=1024)
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _known_device(cls, value: Any) -> str:
+        # Spelling only: whether this machine has the device is checked where it is used
+        # (lossurf.devices.check_device), since a config may be written for another machine.
+        try:
+            return device_name(value)
+        except LossurfError as error:
+            raise ValueError(str(error)) from None
 
     def training_settings(self) -> dict[str, Any]:
         """These settings alone, as keyword arguments for another config."""
@@ -146,8 +216,13 @@ class ExperimentConfig(TrainingSettings):
     name: str = "experiment"
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    runs: list[RunSpec] = Field(min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=MAX_RUNS)
+    runs: list[RunSpec] = Field(min_length=1, max_length=MAX_RUNS)
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        return _printable(value, "experiment name")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "ExperimentConfig":
@@ -176,12 +251,13 @@ class ExperimentConfig(TrainingSettings):
 
 
 def format_validation_error(error: ValidationError, what: str) -> str:
-    """One message listing every invalid field of ``what`` by its dotted path."""
-    lines = []
-    for item in error.errors():
+    """One line naming every invalid field of ``what`` by its dotted path, and what it needs."""
+    problems = []
+    for item in error.errors(include_url=False):
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return f"invalid {what}:\n" + "\n".join(lines)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {' '.join(message.split())}")
+    return f"invalid {what}: " + "; ".join(problems)
 
 
 def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
