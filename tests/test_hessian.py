@@ -67,11 +67,14 @@ def problem(request):
     return model, data, h, loss, grad
 
 
-@pytest.mark.parametrize("method", ["forward-over-reverse", "double-backward"])
-def test_hvp_gradient_and_loss_match_the_dense_hessian(problem, method):
+@pytest.mark.parametrize(("method", "cache"), [("forward-over-reverse", None),
+                                               ("double-backward", False), ("double-backward", True)])
+def test_hvp_gradient_and_loss_match_the_dense_hessian(problem, method, cache):
     model, data, h, loss, grad = problem
     # batches of 32 over 90 examples: the accumulation must weight the short last batch
-    op = HessianOperator(model, model.state_dict(), data, batch_size=32, method=method)
+    op = HessianOperator(model, model.state_dict(), data, batch_size=32, method=method,
+                         cache_graph=cache)
+    assert op.cache_graph is bool(cache)
     assert op.n == h.shape[0] and 100 < op.n < 400
     g = torch.Generator().manual_seed(3)
     for _ in range(3):
