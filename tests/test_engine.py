@@ -120,9 +120,9 @@ def test_gradient_evaluations_count_both_protocols(tmp_path):
 
 def test_divergence_is_recorded_and_others_go_on(tmp_path):
     config = tiny_config(epochs=2, runs=[
-        {"optimizer": "sgd", "lr": 1e9, "name": "wild"},
-        {"optimizer": "sgd", "lr": 0.1},
-    ], model={"name": "mlp", "options": {}})
+        {"optimizer": "sgd", "lr": 1000, "name": "wild"},
+        {"optimizer": "sgd", "lr": 1e-9},
+    ], model={"name": "mlp", "options": {}, "init": {"scheme": "normal", "std": 1000}})
     statuses = train_experiment(config, tmp_path)
     assert statuses["wild"]["status"] == "diverged"
     assert statuses["wild"]["diverged_epoch"] == 1
@@ -175,6 +175,8 @@ def test_checkpoint_of_another_architecture(tmp_path):
 
     prepare_experiment(config, tmp_path)
     save_weights(ExperimentLayout(tmp_path).init(0), {"weight": torch.zeros(3, 3)})
+    # Without its recorded hash (a directory from before init.json), the file is taken as found.
+    ExperimentLayout(tmp_path).init_record(0).unlink()
     with pytest.raises(LossurfError, match="of another architecture"):
         train_experiment(config, tmp_path)
 

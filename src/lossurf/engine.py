@@ -1,16 +1,24 @@
 """Train every run of an experiment into its directory, resuming whatever was interrupted.
 
-For each seed: one initialization (``init.safetensors``) loaded by every run, and one minibatch
-order per epoch derived from the seed and the epoch (its hash is recorded once in
-``orders.json`` and checked by every run). For each run: per-epoch metrics, checkpoints at the
-stride, ``final.safetensors``, and a resume state after every epoch, so running the same command
-again after a kill skips finished runs and continues an interrupted one from its last epoch,
-ending bitwise identical (on CPU) to an uninterrupted run.
+For each seed: one initialization (``init.safetensors``, its sha256 in ``init.json``) loaded by
+every run, and one minibatch order per epoch derived from the seed and the epoch (its hash is
+recorded in ``orders.json`` by the first run that reaches the epoch and checked by every other,
+so a config's epoch count costs nothing up front). For each run: per-epoch metrics, checkpoints
+at the stride, ``final.safetensors``, and a resume state after every epoch (holding the metrics
+rows too), so running the same command again after a kill skips finished runs and continues an
+interrupted one from its last epoch, ending bitwise identical (on CPU) to an uninterrupted run.
+
+``train_experiment`` holds the directory's lock (:mod:`lossurf.locks`) throughout, so a second
+writer stops with a message naming the first. Every file read back is checked: a finished run
+whose final weights, checkpoints or metrics are missing or differ from the sha256 recorded in
+``status.json`` is trained again from its initialization (deterministic: the same bytes on CPU),
+and any other damaged file is one :class:`~lossurf.errors.LossurfError` naming it and the fix.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import math
 import platform
 import sys
@@ -27,7 +35,9 @@ from lossurf import __version__, data as data_module, models
 from lossurf.backends import Backend
 from lossurf.config import ExperimentConfig, RunSpec
 from lossurf.data.base import Dataset, seeded_subset
+from lossurf.devices import check_device
 from lossurf.errors import LossurfError
+from lossurf.locks import exclusive_lock
 from lossurf.threads import threads_for, torch_threads
 from lossurf.objective import perplexity
 from lossurf.runs import (
@@ -35,9 +45,17 @@ from lossurf.runs import (
     MetricsLog,
     atomic_write_bytes,
     atomic_write_text,
+    checkpoint_damage,
+    file_hash,
+    find_damage,
     load_weights,
+    metrics_columns,
+    read_bytes,
     read_json,
+    read_status,
+    remove_temporaries,
     save_weights,
+    train_command,
     write_json,
 )
 from lossurf.train import (
@@ -51,12 +69,17 @@ from lossurf.train import (
     train_epoch,
 )
 
-__all__ = ["cpu_threads", "resolve_config", "prepare_experiment", "train_run", "train_experiment", "EpochReport"]
+__all__ = [
+    "cpu_threads", "resolve_config", "prepare_experiment", "train_run", "train_experiment",
+    "EpochReport",
+]
 
 #: ``report(run_name, epoch, epochs, metrics_row)``: called after every epoch of every run.
 EpochReport = Callable[[str, int, int, dict[str, Any]], None]
 
 _EVAL_BATCH = 512
+
+_log = logging.getLogger(__name__)
 
 
 def resolve_config(config: ExperimentConfig, dataset: Dataset) -> ExperimentConfig:
@@ -80,22 +103,23 @@ def _config_text(config: ExperimentConfig) -> str:
 def prepare_experiment(
     config: ExperimentConfig, out: str | Path, dataset: Dataset | None = None, command: str | None = None
 ) -> tuple[ExperimentConfig, ExperimentLayout, Dataset]:
-    """Validate the config against the data and the directory, write the config, the manifest,
-    every seed's initialization and minibatch-order hashes. Idempotent."""
+    """Validate the config against the data and the directory, write the config, the manifest
+    and every seed's initialization (recreating a missing or damaged one). Idempotent; call it
+    while holding the directory's lock (:func:`train_experiment` does)."""
+    check_device(config.device)  # an unavailable device fails before the config saves it
     dataset = dataset if dataset is not None else data_module.load(config.data)
     resolved = resolve_config(config, dataset)
     layout = ExperimentLayout(out)
     text = _config_text(resolved)
     if layout.config.is_file():
-        if layout.config.read_text() != text:
-            raise LossurfError(
-                f"{layout.root} already holds a different experiment; pass another --out "
-                "or delete that directory to start over"
-            )
+        existing = read_bytes(layout.config, "pass another --out")
+        if existing != text.encode():
+            _refuse_other(layout, existing)
     else:
-        models.build(resolved.model)  # an unknown model or option fails before anything is written
+        model = models.build(resolved.model)  # an unknown model or option fails before anything is written
         for run in resolved.runs:  # an unknown optimizer too
             _check_optimizer(run)
+        _check_last_batch(model, resolved.batch_size, dataset)
         atomic_write_text(layout.config, text)
     write_json(
         layout.manifest,
@@ -108,8 +132,26 @@ def prepare_experiment(
         },
     )
     for seed in resolved.seeds:
-        _ensure_seed(layout, resolved, seed, len(dataset.train_x))
+        _ensure_init(layout, resolved, seed)
     return resolved, layout, dataset
+
+
+def _refuse_other(layout: ExperimentLayout, existing: bytes) -> None:
+    """The directory's experiment.yaml differs from the config: damaged, or another experiment."""
+    from lossurf.config import parse_config
+
+    try:
+        parse_config(yaml.safe_load(existing.decode("utf-8")), str(layout.config))
+    except (UnicodeDecodeError, yaml.YAMLError, LossurfError) as error:
+        reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not a valid experiment config"
+        raise LossurfError(
+            f"{layout.config} is corrupted ({reason}); replace it with this experiment's YAML "
+            "file (or delete it) and run `lossurf train` with that file again"
+        ) from None
+    raise LossurfError(
+        f"{layout.root} already holds a different experiment; pass another --out "
+        "or delete that directory to start over"
+    )
 
 
 def _check_optimizer(run: RunSpec) -> None:
@@ -118,20 +160,74 @@ def _check_optimizer(run: RunSpec) -> None:
         build_optimizer(run, phase, probe)
 
 
-def _ensure_seed(layout: ExperimentLayout, config: ExperimentConfig, seed: int, n: int) -> None:
-    if not layout.init(seed).is_file():
-        model = models.build(config.model, seed=seed)
-        save_weights(layout.init(seed), model.state_dict())
-    if not layout.orders(seed).is_file():
-        hashes = {str(e): order_hash(epoch_order(seed, e, n)) for e in range(1, config.epochs + 1)}
-        write_json(layout.orders(seed), hashes)
+def _check_last_batch(model: torch.nn.Module, batch_size: int, dataset: Dataset) -> None:
+    """Refuse, before anything is written, a batch size whose minibatches include one of a
+    single example when the model's batch norm cannot train on one (BatchNorm1d after a linear
+    layer: one value per channel). We refuse rather than drop the example so that every epoch
+    of every optimizer sees the whole training set, as the config says."""
+    n = len(dataset.train_x)
+    if not (batch_size == 1 or n % batch_size == 1):
+        return
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    model.train()
+    try:
+        with torch.no_grad():
+            model(dataset.train_x[:1])
+    except ValueError:  # "Expected more than 1 value per channel when training"
+        pass
+    else:
+        return  # e.g. BatchNorm2d: an image still has many values per channel
+    fits = [b for b in sorted(range(2, n + 1), key=lambda b: (abs(b - batch_size), -b)) if n % b != 1]
+    hint = f"e.g. {fits[0]}" if fits else "a larger data set"
+    raise LossurfError(
+        f"batch_size {batch_size} leaves a minibatch of one example in every epoch ({n} training "
+        f"examples), and the model's batch norm cannot train on one example; pick a batch_size "
+        f"that does not ({hint})"
+    )
+
+
+def _ensure_init(layout: ExperimentLayout, config: ExperimentConfig, seed: int) -> None:
+    """Write seed ``seed``'s initialization and its sha256 (``init.json``); recreate it when it
+    is missing or damaged (it is a deterministic function of the seed)."""
+    path, record = layout.init(seed), layout.init_record(seed)
+    recorded = _recorded_init_hash(layout, seed)
+    if path.is_file():
+        if recorded is None:  # written before init.json existed: record the file as found
+            write_json(record, {"sha256": file_hash(path)})
+            return
+        if file_hash(path) == recorded:
+            return
+        problem = "differs from the sha256 recorded in init.json"
+    elif recorded is None:
+        write_json(record, {"sha256": save_weights(path, models.build(config.model, seed=seed).state_dict())})
+        return
+    else:
+        problem = "is missing"
+    digest = save_weights(path, models.build(config.model, seed=seed).state_dict())
+    if digest != recorded:
+        raise LossurfError(
+            f"{path} {problem}, and recreating it from seed {seed} gives other weights (another "
+            "torch version?), so the runs trained from it cannot be checked; delete the "
+            "experiment directory and train again"
+        )
+    _log.warning("%s %s; recreated it, bitwise identical, from seed %d", path, problem, seed)
+
+
+def _recorded_init_hash(layout: ExperimentLayout, seed: int) -> str | None:
+    """The sha256 of the seed's init.safetensors recorded in init.json (None: not recorded)."""
+    record = layout.init_record(seed)
+    if not record.is_file():
+        return None
+    fix = f"delete it and run {train_command(layout.root)} to record it again"
+    digest = read_json(record, fix).get("sha256")
+    if not isinstance(digest, str):
+        raise LossurfError(f"{record} is corrupted (no sha256 string); {fix}")
+    return digest
 
 
 def _columns(task: str) -> list[str]:
-    columns = ["epoch", "optimizer", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
-    if task == "language_model":
-        columns += ["train_perplexity", "test_perplexity"]
-    return columns + ["batch_loss", "distance_from_init", "gradient_evaluations", "wall_time", "order_hash"]
+    return metrics_columns(task == "language_model")
 
 
 def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -153,16 +249,21 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     model.load_state_dict(state)
 
 
+_RESUME_FIX = "delete it and run the same `lossurf train` command again: the run restarts from its initialization"
+
+
 @dataclass
 class _Progress:
     """Where a run stands after its last finished epoch: what ``resume.pt`` holds besides the
-    model and optimizer state."""
+    model and optimizer state. ``rows`` are the metrics rows so far (None in resume states
+    written before they were kept), from which a damaged ``metrics.csv`` is restored."""
 
     epoch: int = 0
     phase: int = 0
     evaluations: int = 0
     wall_time: float = 0.0
     checkpoints: dict[str, str] = field(default_factory=dict)
+    rows: list[dict[str, Any]] | None = None
 
     def save(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         buffer = io.BytesIO()
@@ -171,15 +272,39 @@ class _Progress:
 
     @classmethod
     def load(cls, path: Path, device: torch.device) -> tuple["_Progress", dict, dict]:
-        state = torch.load(io.BytesIO(path.read_bytes()), weights_only=True, map_location=device)
-        model, optimizer = state.pop("model"), state.pop("optimizer")
-        return cls(**state), model, optimizer
+        """Read ``resume.pt``; anything damaged is a :class:`LossurfError` naming the file."""
+        data = read_bytes(path, _RESUME_FIX)
+        try:
+            state = torch.load(io.BytesIO(data), weights_only=True, map_location=device)
+        # torch.load raises EOFError (empty), UnpicklingError, RuntimeError (zip), KeyError, ...:
+        # for a file we wrote ourselves, any of them means damage.
+        except Exception as error:
+            reason = (str(error).splitlines() or [""])[0][:120] or type(error).__name__
+            if not data:
+                reason = "empty file"
+            raise LossurfError(f"resume state {path} is corrupted ({reason}); {_RESUME_FIX}") from None
+        try:
+            if not isinstance(state, dict):
+                raise TypeError(f"holds a {type(state).__name__}, not a dict")
+            model, optimizer = state.pop("model"), state.pop("optimizer")
+            progress = cls(**state)
+            if not (isinstance(progress.epoch, int) and progress.epoch >= 0 and isinstance(model, dict)
+                    and isinstance(optimizer, dict) and isinstance(progress.checkpoints, dict)):
+                raise TypeError("wrong field types")
+            if progress.rows is not None and (
+                len(progress.rows) != progress.epoch + 1
+                or any(not isinstance(r, dict) or r.get("epoch") != i for i, r in enumerate(progress.rows))
+            ):
+                raise TypeError("its metrics rows do not match its epoch")
+        except (TypeError, KeyError) as error:
+            raise LossurfError(f"resume state {path} is corrupted ({error}); {_RESUME_FIX}") from None
+        return progress, model, optimizer
 
 
 def _metrics_row(
     epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, active: str,
     progress: _Progress, batch_loss: float, *, dataset: Dataset, train_eval: tuple,
-    init_state: dict, orders: dict, device: torch.device,
+    init_state: dict, order_digest: str, device: torch.device,
 ) -> dict[str, Any]:
     """One ``metrics.csv`` row: losses and accuracies on the train subset and the test set."""
     train_loss, train_acc = evaluate_split(model, *train_eval, batch_size=_EVAL_BATCH, device=device)
@@ -198,12 +323,47 @@ def _metrics_row(
         "distance_from_init": distance(model, init_state),
         "gradient_evaluations": progress.evaluations,
         "wall_time": round(progress.wall_time, 4),
-        "order_hash": orders.get(str(epoch), ""),
+        "order_hash": order_digest,
     }
     if dataset.task == "language_model":
         row["train_perplexity"] = perplexity(train_loss)
         row["test_perplexity"] = perplexity(test_loss)
     return row
+
+
+def _read_orders(layout: ExperimentLayout, seed: int) -> dict[str, str]:
+    """The seed's recorded minibatch-order hashes (``{}`` before any epoch was reached)."""
+    path = layout.orders(seed)
+    if not path.is_file():
+        return {}
+    fix = "delete it and run `lossurf train` again (the hashes are recomputed from the seed)"
+    orders = read_json(path, fix)
+    if not all(isinstance(k, str) and k.isdigit() and isinstance(v, str) for k, v in orders.items()):
+        raise LossurfError(f"{path} is corrupted (not epoch: hash pairs); {fix}")
+    return orders
+
+
+def _check_order(layout: ExperimentLayout, seed: int, epoch: int, digest: str, orders: dict[str, str]) -> dict[str, str]:
+    """Check an epoch's order hash against the seed's record, recording it when the epoch is
+    reached for the first time; returns the (possibly updated) record.
+
+    Runs of one seed on several workers may record at once and one may drop another's new
+    entry; that only means a later run records the same deterministic hash again."""
+    recorded = orders.get(str(epoch))
+    if recorded is None:
+        orders = _read_orders(layout, seed)  # another run may have recorded more epochs
+        recorded = orders.get(str(epoch))
+        if recorded is None:
+            orders = {**orders, str(epoch): digest}
+            write_json(layout.orders(seed), orders)
+            return orders
+    if recorded != digest:
+        raise LossurfError(
+            f"the minibatch order of epoch {epoch} differs from the one recorded in "
+            f"{layout.orders(seed)} (written with another torch version, or edited); train with "
+            "the torch version in manifest.json, or delete the directory to start over"
+        )
+    return orders
 
 
 def train_run(
@@ -214,51 +374,86 @@ def train_run(
     *,
     report: EpochReport | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume, or skip) one run; returns its status record."""
+    """Train (or resume, or skip) one run; returns its status record.
+
+    A finished (or diverged) run whose recorded files are missing or damaged is trained again
+    from its initialization: the result is the same bytes (on CPU), and its status records
+    why (``"redone"``)."""
     entries = {entry[0]: entry for entry in config.iter_runs()}
     if name not in entries:
         raise LossurfError(f"unknown run {name!r}; this experiment has {sorted(entries)}")
     _, run, seed = entries[name]
     status_path = layout.status(name)
+    resume_path = layout.resume_state(name)
+    redone: str | None = None
     if status_path.is_file():
-        status = read_json(status_path)
+        status = read_status(layout, name)
         if status["status"] in ("finished", "diverged"):
-            return status
+            redone = find_damage(layout, name, status)
+            if redone is None:
+                return status
+            _log.warning("run %s was %s, but %s; training it again from its initialization",
+                         name, status["status"], redone)
+            resume_path.unlink(missing_ok=True)
     device = torch.device(config.device)
     write_json(layout.run_info(name), {"name": name, "seed": seed, "spec": run.model_dump(mode="json")})
-    init_state = load_weights(layout.init(seed))
+    init_state = load_weights(
+        layout.init(seed), _recorded_init_hash(layout, seed),
+        fix=f"run {train_command(layout.root)} to recreate it",
+    )
     model = models.build(config.model)
     _load_into(model, init_state, layout.init(seed))
     model.to(device)
-    orders = read_json(layout.orders(seed))
+    orders = _read_orders(layout, seed)
     n_train = len(dataset.train_x)
     eval_index = seeded_subset(n_train, config.eval_subset, derive_seed("eval-subset", seed) % (2**31))
     train_eval = (dataset.train_x[eval_index], dataset.train_y[eval_index])
-    metrics = MetricsLog(layout.metrics(name), _columns(dataset.task))
+    columns = _columns(dataset.task)
 
     progress = _Progress(phase=phase_at(run, 1, config.epochs))
-    resume_path = layout.resume_state(name)
     optimizer_state = None
     if resume_path.is_file():
         progress, model_state, optimizer_state = _Progress.load(resume_path, device)
-        model.load_state_dict(model_state)
+        broken = checkpoint_damage(layout, name, progress.checkpoints)
+        if broken:  # a checkpoint before the resume point would never be rewritten: start over
+            _log.warning("run %s: %s; training it again from its initialization", name, broken)
+            resume_path.unlink()
+            redone = broken
+            progress, model_state = _Progress(phase=phase_at(run, 1, config.epochs)), model.state_dict()
+            optimizer_state = None
+        try:
+            model.load_state_dict(model_state)
+        except RuntimeError as error:
+            reason = (str(error).splitlines() or [""])[0][:120]
+            raise LossurfError(f"resume state {resume_path} is corrupted ({reason}); {_RESUME_FIX}") from None
     optimizer = build_optimizer(run, progress.phase, list(model.parameters()))
     if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-    # Rows past the resume state (or an epoch-0 row of a run killed before epoch 1) are redone.
-    metrics.truncate(progress.epoch if progress.epoch > 0 else -1)
-    write_json(status_path, {"status": "running", "epochs_done": progress.epoch})
+        try:
+            optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError, TypeError, RuntimeError) as error:
+            raise LossurfError(
+                f"resume state {resume_path} is corrupted (optimizer state: {error}); {_RESUME_FIX}"
+            ) from None
+    if progress.rows is not None:
+        metrics = MetricsLog(layout.metrics(name), columns, progress.rows)
+        metrics.write()  # restores a metrics.csv truncated or damaged since
+    elif progress.epoch > 0:  # a resume state from before the rows were kept in it
+        metrics = MetricsLog.read(layout.metrics(name))
+        metrics.truncate(progress.epoch)  # rows past the resume state are redone
+    else:
+        metrics = MetricsLog(layout.metrics(name), columns)
+    write_json(status_path, {"status": "running", "epochs_done": progress.epoch,
+                             "checkpoints": progress.checkpoints})
 
-    def row_for(epoch: int, batch_loss: float) -> dict[str, Any]:
+    def row_for(epoch: int, batch_loss: float, digest: str) -> dict[str, Any]:
         active = run.optimizer if progress.phase == 0 else run.switch.to  # type: ignore[union-attr]
         return _metrics_row(
             epoch, model, optimizer, active, progress, batch_loss, dataset=dataset,
-            train_eval=train_eval,
-            init_state=init_state, orders=orders, device=device,
+            train_eval=train_eval, init_state=init_state, order_digest=digest, device=device,
         )
 
     if progress.epoch == 0:
-        metrics.append(row_for(0, math.nan))
+        metrics.append(row_for(0, math.nan, ""))
     if report:
         report(name, progress.epoch, config.epochs, metrics.rows[-1] if metrics.rows else {})
     for epoch in range(progress.epoch + 1, config.epochs + 1):
@@ -267,8 +462,8 @@ def train_run(
             progress.phase = phase
             optimizer = build_optimizer(run, phase, list(model.parameters()))
         order = epoch_order(seed, epoch, n_train)
-        if order_hash(order) != orders[str(epoch)]:
-            raise RuntimeError(f"minibatch order of epoch {epoch} differs from the recorded one")
+        digest = order_hash(order)
+        orders = _check_order(layout, seed, epoch, digest, orders)
         began = time.perf_counter()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             # Dropout masks depend only on (seed, run, epoch): resuming replays them exactly.
@@ -280,26 +475,36 @@ def train_run(
         progress.wall_time += time.perf_counter() - began
         progress.evaluations += stats.gradient_evaluations
         if stats.diverged:
-            metrics.append({**row_for(epoch, stats.mean_batch_loss), "train_loss": math.nan, "test_loss": math.nan})
-            resume_path.unlink(missing_ok=True)
+            metrics.append({**row_for(epoch, stats.mean_batch_loss, digest),
+                            "train_loss": math.nan, "test_loss": math.nan})
             status = {"status": "diverged", "diverged_epoch": epoch, "epochs_done": epoch,
-                      "checkpoints": progress.checkpoints}
+                      "checkpoints": progress.checkpoints, "metrics_sha256": metrics.sha256}
+            if redone:
+                status["redone"] = redone
             write_json(status_path, status)
+            resume_path.unlink(missing_ok=True)
             if report:
                 report(name, epoch, config.epochs, {"diverged": True})
             return status
-        row = row_for(epoch, stats.mean_batch_loss)
+        row = row_for(epoch, stats.mean_batch_loss, digest)
         if epoch % config.checkpoint_every == 0:
             path = layout.checkpoint(name, epoch)
             progress.checkpoints[path.name] = save_weights(path, model.state_dict())
         metrics.append(row)
         progress.epoch = epoch
+        progress.rows = metrics.rows
         progress.save(resume_path, model, optimizer)
+        # The checkpoint hashes, for readers of a run still in progress.
+        write_json(status_path, {"status": "running", "epochs_done": epoch,
+                                 "checkpoints": progress.checkpoints})
         if report:
             report(name, epoch, config.epochs, row)
     final = layout.checkpoint(name, None)
     progress.checkpoints[final.name] = save_weights(final, model.state_dict())
-    status = {"status": "finished", "epochs_done": config.epochs, "checkpoints": progress.checkpoints}
+    status = {"status": "finished", "epochs_done": config.epochs, "checkpoints": progress.checkpoints,
+              "metrics_sha256": metrics.sha256}
+    if redone:
+        status["redone"] = redone
     write_json(status_path, status)
     resume_path.unlink(missing_ok=True)
     return status
@@ -318,22 +523,32 @@ def train_experiment(
     """Train every run (or the named ``runs``) of ``config`` into ``out``; returns each run's
     status. Finished runs are skipped; a diverged run is recorded and the others go on.
 
+    The directory's lock is held throughout (by this process, the driver, with a backend): a
+    second ``train_experiment`` on the same ``out`` stops with a :class:`LossurfError` naming
+    this one. Temporary files left by a killed writer are removed first.
+
     With a ``backend`` (e.g. :class:`lossurf.backends.RayBackend`) each run is one task
     (:class:`lossurf.distributed.TrainRunTask`) that writes into its run directory, so ``out``
     must be on storage every worker sees at the same path; ``report`` is then called once per
     run, when it ends. Without one, runs train here, one after the other."""
-    given = dataset
-    resolved, layout, dataset = prepare_experiment(config, out, dataset, command)
-    names = resolved.run_names()
-    if runs:
-        unknown = [r for r in runs if r not in names]
-        if unknown:
-            raise LossurfError(f"unknown runs {unknown}; this experiment has {names}")
-        names = [n for n in names if n in runs]
-    if backend is not None:
-        return _train_on(backend, layout, resolved, names, given, report)
-    with cpu_threads(resolved):
-        return {name: train_run(layout, resolved, name, dataset, report=report) for name in names}
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LossurfError(f"--out {out} is a file, not a directory; pass the path of a directory")
+    with exclusive_lock(out, f"experiment directory {out}"):
+        for directory in ExperimentLayout(out).writable_dirs():
+            remove_temporaries(directory)  # we hold the lock: no live writer owns them
+        given = dataset
+        resolved, layout, dataset = prepare_experiment(config, out, dataset, command)
+        names = resolved.run_names()
+        if runs:
+            unknown = [r for r in runs if r not in names]
+            if unknown:
+                raise LossurfError(f"unknown runs {unknown}; this experiment has {names}")
+            names = [n for n in names if n in runs]
+        if backend is not None:
+            return _train_on(backend, layout, resolved, names, given, report)
+        with cpu_threads(resolved):
+            return {name: train_run(layout, resolved, name, dataset, report=report) for name in names}
 
 
 def _train_on(

@@ -5,6 +5,12 @@ End points are named with one notation everywhere (CLI and Python):
 - ``init``: the shared initialization (``init@seed1`` where the experiment has several seeds);
 - ``adam``: a run's final weights (``adam@seed1`` with several seeds);
 - ``adam:epoch=10``: a run's checkpoint after epoch 10 (``adam:epoch=0`` is its initialization).
+
+Every file is checked as it is read: weights and a finished run's metrics against the sha256
+recorded when they were written (``status.json``, ``seeds/seed-N/init.json``). A damaged file is
+a :class:`~lossurf.errors.LossurfError` naming it and the fix, which is always the same command:
+``lossurf train DIR/experiment.yaml --out DIR`` resumes unfinished runs and trains again those
+whose files are damaged (bitwise the same weights on CPU).
 """
 
 from __future__ import annotations
@@ -19,7 +25,16 @@ import yaml
 
 from lossurf.config import ExperimentConfig, parse_config
 from lossurf.errors import LossurfError
-from lossurf.runs import ExperimentLayout, file_hash, load_weights, read_json
+from lossurf.runs import (
+    ExperimentLayout,
+    MetricsLog,
+    file_hash,
+    load_weights,
+    read_bytes,
+    read_json,
+    read_status,
+    train_command,
+)
 
 if TYPE_CHECKING:  # pandas is imported lazily: reading a config should stay cheap
     import pandas as pd
@@ -66,8 +81,15 @@ class Experiment:
                 f"{self.path} is not an experiment directory (no experiment.yaml); "
                 "pass the --out directory of `lossurf train`"
             )
-        raw = yaml.safe_load(self.layout.config.read_text())
+        fix = "restore it from the experiment's YAML file (the one passed to `lossurf train`)"
+        try:
+            raw = yaml.safe_load(read_bytes(self.layout.config, fix).decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not valid YAML"
+            raise LossurfError(f"{self.layout.config} is corrupted ({reason}); {fix}") from None
         self.config: ExperimentConfig = parse_config(raw, str(self.layout.config))
+        #: The command that finishes the experiment or recreates its damaged files.
+        self.repair = train_command(self.path)
 
     @property
     def runs(self) -> list[str]:
@@ -101,13 +123,43 @@ class Experiment:
         """``{"status": "finished" | "diverged" | "running", ...}`` or ``not started``."""
         self._entry(run)
         path = self.layout.status(run)
-        return read_json(path) if path.is_file() else {"status": "not started"}
+        return read_status(self.layout, run) if path.is_file() else {"status": "not started"}
 
     def checkpoint_path(self, run: str, which: Literal["init", "final"] | int = "final") -> Path:
-        """Path of a run's weights: ``"init"``, ``"final"`` or an epoch number."""
+        """Path of a run's weights: ``"init"``, ``"final"`` or an epoch number, after checking
+        the file against its recorded sha256."""
+        path, digest = self._checkpoint(run, which)
+        if digest is not None and file_hash(path) != digest:
+            raise self._corrupted(path)
+        return path
+
+    def _corrupted(self, path: Path) -> LossurfError:
+        return LossurfError(
+            f"checkpoint {path} is corrupted (its sha256 differs from the one recorded when it was "
+            f"written); {self.repair} recreates it"
+        )
+
+    def _init(self, seed: int) -> tuple[Path, str | None]:
+        """A seed's initialization file and its recorded sha256."""
+        path = self.layout.init(seed)
+        if not path.is_file():
+            raise LossurfError(f"the initialization {path} is missing; {self.repair} recreates it")
+        return path, self._init_hash(seed)
+
+    def _init_hash(self, seed: int) -> str | None:
+        record = self.layout.init_record(seed)
+        if not record.is_file():
+            return None  # an experiment written before init.json existed
+        digest = read_json(record, f"delete it and run {self.repair} to record it again").get("sha256")
+        if not isinstance(digest, str):
+            raise LossurfError(f"{record} is corrupted (no sha256 string); delete it and run {self.repair}")
+        return digest
+
+    def _checkpoint(self, run: str, which: Literal["init", "final"] | int) -> tuple[Path, str | None]:
+        """A run's weights file and its recorded sha256 (None: none was recorded)."""
         _, _, seed = self._entry(run)
         if which == "init" or which == 0:
-            return self.layout.init(seed)
+            return self._init(seed)
         if which == "final":
             status = self.status(run)
             if status["status"] == "diverged":
@@ -116,12 +168,17 @@ class Experiment:
                     f"weights; use an earlier epoch ({run}:epoch=N) or lower its learning rate"
                 )
             path = self.layout.checkpoint(run, None)
-            if not path.is_file():
+            if status["status"] != "finished":
                 raise LossurfError(
                     f"run {run!r} has not finished (status: {status['status']}); "
-                    "run `lossurf train` again to finish it"
+                    f"{self.repair} finishes it"
                 )
-            return path
+            if not path.is_file():
+                raise LossurfError(
+                    f"run {run!r} is recorded as finished but {path} is missing; "
+                    f"{self.repair} recreates it"
+                )
+            return path, status["checkpoints"].get(path.name)
         if not isinstance(which, int) or which < 0:
             raise LossurfError(f"checkpoint {which!r} is not 'init', 'final' or an epoch number")
         path = self.layout.checkpoint(run, which)
@@ -131,11 +188,23 @@ class Experiment:
                 f"run {run!r} has no checkpoint for epoch {which}; saved epochs: {saved or 'none'}"
                 " (checkpoint_every sets the stride)"
             )
-        return path
+        digest = self.status(run).get("checkpoints", {}).get(path.name)
+        if digest is None:
+            raise LossurfError(
+                f"checkpoint {path} is not recorded in the run's status.json (the run was "
+                f"interrupted while writing it); {self.repair} finishes the run"
+            )
+        return path, digest
 
     def weights(self, run: str, which: Literal["init", "final"] | int = "final") -> dict[str, torch.Tensor]:
-        """A run's state dict at ``"init"``, ``"final"`` or after epoch ``which``."""
-        return load_weights(self.checkpoint_path(run, which))
+        """A run's state dict at ``"init"``, ``"final"`` or after epoch ``which``, checked
+        against its recorded sha256."""
+        return self._load(*self._checkpoint(run, which))
+
+    def _load(self, path: Path, digest: str | None) -> dict[str, torch.Tensor]:
+        if digest is not None and file_hash(path) != digest:
+            raise self._corrupted(path)
+        return load_weights(path, fix=f"{self.repair} recreates it")
 
     def metrics(self, run: str) -> "pd.DataFrame":
         """The run's per-epoch metrics table (epoch 0 is the initialization)."""
@@ -145,7 +214,15 @@ class Experiment:
         path = self.layout.metrics(run)
         if not path.is_file():
             raise LossurfError(f"run {run!r} has no metrics yet; train it with `lossurf train`")
-        return pd.read_csv(path)
+        status = self.status(run)
+        log = MetricsLog.read(path, fix=f"{self.repair} restores or recreates it")
+        recorded = status.get("metrics_sha256")
+        if recorded is not None and log.sha256 != recorded:
+            raise LossurfError(
+                f"{path} is corrupted (its sha256 differs from the one recorded when it was "
+                f"written); {self.repair} recreates it (the run is trained again)"
+            )
+        return log.frame()
 
     def init_label(self, seed: int) -> str:
         """The end-point name of a seed's initialization."""
@@ -156,8 +233,7 @@ class Experiment:
         text = endpoint.strip()
         init_names = {self.init_label(s): s for s in self.config.seeds}
         if text in init_names:
-            path = self.layout.init(init_names[text])
-            return Endpoint(text, text, "init", path, file_hash(path), load_weights(path))
+            return self._endpoint(text, text, "init", *self._init(init_names[text]))
         match = _ENDPOINT.match(text)
         if not match:
             raise LossurfError(
@@ -171,9 +247,13 @@ class Experiment:
                 "optionally with :epoch=N"
             )
         which: Literal["final"] | int = "final" if match["epoch"] is None else int(match["epoch"])
-        path = self.checkpoint_path(run, which)
+        path, digest = self._checkpoint(run, which)
         checkpoint = "final" if which == "final" else ("init" if which == 0 else f"epoch={which}")
-        return Endpoint(text, run, checkpoint, path, file_hash(path), load_weights(path))
+        return self._endpoint(text, run, checkpoint, path, digest)
+
+    def _endpoint(self, label: str, run: str, checkpoint: str, path: Path, digest: str | None) -> Endpoint:
+        weights = self._load(path, digest)
+        return Endpoint(label, run, checkpoint, path, digest or file_hash(path), weights)
 
 
 def load_experiment(path: str | Path) -> Experiment:
