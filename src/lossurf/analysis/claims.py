@@ -63,9 +63,9 @@ CLAIMS = {
 
 
 def _curve(result: RecipeResult, rel: str) -> tuple[np.ndarray, np.ndarray, Any]:
-    import xarray as xr
+    from lossurf.surface.store import open_surface
 
-    ds = xr.open_zarr(result.path(rel))
+    ds = open_surface(result.path(rel))
     dim = next(d for d in ("alpha", "lambda") if d in ds.dims)
     return np.asarray(ds[dim].values, float), np.asarray(ds["loss"].values, float), ds
 

@@ -8,7 +8,6 @@ write files (``draw`` does) and never compute anything beyond reshaping and clip
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,23 +67,15 @@ def require(data: dict[str, Any], spec: "FigureSpec", *keys: str) -> None:
 
 def open_store(result: "RecipeResult", relative: str) -> "xr.Dataset":
     """Open a surface zarr store named in a result, loaded into memory."""
-    import xarray as xr
-
     path = result.path(relative)
     if not path.exists():
         raise LossurfError(
             f"surface store {path} does not exist; run the {result.recipe!r} recipe again to "
             "compute it"
         )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return xr.open_zarr(str(path)).load()
-    except Exception as err:  # zarr/xarray raise many types for a broken store
-        raise LossurfError(
-            f"{path} is not a readable surface store ({type(err).__name__}: {err}); delete it "
-            f"and run the {result.recipe!r} recipe again"
-        ) from None
+    from lossurf.surface.store import open_surface
+
+    return open_surface(path)  # verified chunks; a broken store is one LossurfError
 
 
 def surface_values(ds: "xr.Dataset", var: str, path: str = "") -> tuple[np.ndarray, np.ndarray]:

@@ -2,10 +2,20 @@
 
 :func:`compute_surface` evaluates a :class:`~lossurf.surface.paths.Grid` in chunks of grid
 points. With a ``store`` path every finished chunk is written at once: first its values, then
-its entries of the boolean ``computed`` mask, each as whole zarr chunks (zarr writes a chunk
-file atomically). A killed computation therefore loses at most the chunks in flight, and the
-same call again computes only the points whose mask is still False. A store made for another
-request (other anchors, grid, reference, BN policy or data) is refused, never mixed.
+their sha256 checksum (:mod:`lossurf.surface.checksums`), then its entries of the boolean
+``computed`` mask, each as whole zarr chunks (zarr writes a chunk file atomically). A killed
+computation therefore loses at most the chunks in flight, and the same call again computes
+only the chunks that do not verify: never finished, or finished and since deleted, truncated
+or overwritten (it says how many points on stderr). A store made for another request (other
+anchors, grid, reference, BN policy or data) is refused, never mixed.
+
+Stores never exist half-made: the empty store is written under a hidden temporary sibling
+name (``.<name>.creating-<pid>-<random>``) and renamed into place; a temporary left by a kill
+is removed by the next run. One process writes a store at a time: compute_surface holds
+:func:`lossurf.locks.exclusive_lock` on the folder ``.<name>.lock`` beside the store (see
+:func:`lock_path`) from before it looks at the store until it has read the result back.
+:func:`open_surface` is the one reader: it verifies every chunk, never warns, and turns an
+unreadable store into one :class:`~lossurf.errors.LossurfError`.
 
 Zarr chunks span whole rows of the grid: a chunk covers ``r`` consecutive values of the first
 dim and everything along the others, so one computed chunk is one contiguous run of flat
@@ -17,6 +27,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
+import shutil
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +43,19 @@ import zarr
 
 from lossurf.backends import Backend, LocalBackend
 from lossurf.errors import LossurfError
+from lossurf.locks import exclusive_lock
 from lossurf.params import StateDict, as_state, check_compatible, state_hash
+from lossurf.surface.checksums import Checksums, chunk_digest, read_chunks
 from lossurf.surface.paths import Grid
 
-__all__ = ["compute_surface", "ChunkTask", "chunk_layout", "VARIABLE_ORDER"]
+__all__ = ["compute_surface", "open_surface", "lock_path", "ChunkTask", "chunk_layout",
+           "VARIABLE_ORDER"]
 
 #: Data variables in the order a Dataset lists them; others follow alphabetically.
 VARIABLE_ORDER = ("loss", "accuracy", "perplexity", "fdist", "disagreement")
 #: attrs that must match for a store to be resumed rather than refused.
-_IDENTITY = ("lossurf_kind", "grid_fingerprint", "anchor_hashes", "reference_hash", "bn", "data")
+_IDENTITY = ("lossurf_kind", "grid_fingerprint", "anchor_hashes", "reference_hash", "bn", "data",
+             "loss")
 
 
 @dataclass(frozen=True)
@@ -146,12 +163,38 @@ def _dataset(grid: Grid, values: Mapping[str, np.ndarray], attrs: dict) -> xr.Da
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+def _unreadable(path: Path, err: BaseException, what: str = "its metadata") -> LossurfError:
+    """The one-line error for a store lossurf wrote but can no longer read."""
+    return LossurfError(
+        f"surface store {path} is damaged: {what} cannot be read ({type(err).__name__}); "
+        "delete it and run the same command again to recompute it"
+    )
+
+
+def _consolidated(path: Path) -> bool:
+    """Whether the store has consolidated metadata (read from its root ``zarr.json``).
+
+    Telling xarray instead of letting it guess avoids its RuntimeWarning for stores without.
+    """
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+        return isinstance(meta, dict) and meta.get("consolidated_metadata") is not None
+    except FileNotFoundError:
+        return False  # not a zarr group at all: opening it says so
+    except (OSError, ValueError) as err:
+        raise _unreadable(path, err, "its zarr.json") from None
+
+
 def _open_existing(path: Path, attrs: dict) -> zarr.Group:
     try:
-        group = zarr.open_group(str(path), mode="r+")
+        group = zarr.open_group(str(path), mode="r+", use_consolidated=_consolidated(path))
         stored = dict(group.attrs)
         group["computed"]
+    except LossurfError:
+        raise
     except Exception as err:  # any unreadable store is a user-fixable situation here
+        if Checksums.exists(path):  # lossurf wrote it: damaged, not foreign
+            raise _unreadable(path, err) from None
         raise LossurfError(
             f"{path} exists but is not a lossurf surface store ({type(err).__name__}); "
             "pass a new --out or delete it"
@@ -166,16 +209,59 @@ def _open_existing(path: Path, attrs: dict) -> zarr.Group:
     return group
 
 
+_TEMPORARY = ".{name}.creating-"
+
+
 def _create(path: Path, grid: Grid, names, attrs: dict, chunk_shape) -> zarr.Group:
+    """Write the empty store under a temporary sibling name, then rename it into place.
+
+    A kill during creation leaves only the hidden temporary (removed by the next run, which
+    holds the store's lock), never a half-made store at ``path``.
+    """
     nan = {n: np.full(grid.num_points, np.nan) for n in names}
     template = _dataset(grid, nan, attrs)
     template["computed"] = (grid.dims, np.zeros(grid.shape, dtype=bool))
     encoding = {n: {"chunks": chunk_shape} for n in template.data_vars}
-    with warnings.catch_warnings():
-        # zarr 3 warns that consolidated metadata is not yet in its v3 spec; xarray reads it
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        template.to_zarr(str(path), mode="w-", encoding=encoding, consolidated=True)
-    return zarr.open_group(str(path), mode="r+")
+    tmp = path.with_name(_TEMPORARY.format(name=path.name) + f"{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        with warnings.catch_warnings():
+            # zarr 3 warns that consolidated metadata is not yet in its v3 spec. Consolidated
+            # metadata is what lets a plain `xarray.open_zarr(path)` open the store silently.
+            warnings.filterwarnings("ignore", message="Consolidated metadata")
+            template.to_zarr(str(tmp), mode="w-", encoding=encoding, consolidated=True)
+        Checksums(_order(names), {}).write(tmp)
+        os.rename(tmp, path)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return zarr.open_group(str(path), mode="r+", use_consolidated=True)
+
+
+def _remove_temporaries(path: Path) -> None:
+    """Remove temporary stores a killed creation of ``path`` left (call with the lock held)."""
+    for leftover in path.parent.glob(_TEMPORARY.format(name=path.name) + "*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _write_error(path: Path, err: OSError) -> LossurfError:
+    return LossurfError(
+        f"cannot write surface store {path} ({err.strerror or err}); free some space or pass "
+        "an --out on a writable disk, then run the same command again to resume"
+    )
+
+
+def lock_path(store: str | Path) -> Path:
+    """The directory whose lock guards ``store``: ``.<name>.lock`` beside it.
+
+    Not inside the store: the store is created by renaming a finished temporary into place,
+    which an existing folder at its path (holding a lock file) would block; and a lock file
+    inside would sit in zarr's view of the group. The lock folder stays after use: removing
+    it would let a late opener lock a file that no longer has a name.
+    """
+    store = Path(store)
+    return store.with_name(f".{store.name}.lock")
 
 
 def _region(points: np.ndarray, grid: Grid) -> tuple[slice, ...]:
@@ -237,39 +323,133 @@ def compute_surface(
     check_compatible(states, list(grid.anchors) + (["reference"] if reference is not None else []))
 
     full_attrs = _surface_attrs(evaluator, anchors, grid, reference, attrs)
-    chunk_shape, chunks = chunk_layout(grid.shape, chunk_points)
-    path = Path(store) if store is not None else None
-    group = _open_existing(path, full_attrs) if path is not None and path.exists() else None
-    todo = list(range(len(chunks)))
-    if group is not None:
-        done = np.asarray(group["computed"][...]).reshape(-1)
-        todo = [i for i in todo if not done[chunks[i]].all()]
-
     task = ChunkTask(evaluator, anchors, grid.flat_coefficients(), reference)
-    memory: dict[str, np.ndarray] = {}
     backend = backend if backend is not None else LocalBackend()
-    items = [(i, chunks[i]) for i in todo]
-    with _ProgressBar(progress, sum(len(chunks[i]) for i in todo), grid.kind) as advance:
-        for _, points, values in backend.map(task, items):
-            if path is not None:
-                if group is None:
-                    group = _create(path, grid, values, full_attrs, chunk_shape)
-                region = _region(points, grid)
-                # values first, then the mask: a kill in between only recomputes this chunk
-                for name, array in values.items():
-                    group[name][region] = array.reshape((-1, *grid.shape[1:]))
-                group["computed"][region] = True
-            else:
+    if store is None:
+        chunks = chunk_layout(grid.shape, chunk_points)[1]
+        memory: dict[str, np.ndarray] = {}
+        items = [(i, chunks[i]) for i in range(len(chunks))]
+        with _ProgressBar(progress, grid.num_points, grid.kind) as advance:
+            for _, points, values in backend.map(task, items):
                 for name, array in values.items():
                     memory.setdefault(name, np.full(grid.num_points, np.nan))[points] = array
+                advance(len(points))
+        return _dataset(grid, memory, full_attrs)
+
+    path = Path(store)
+    # One writer per store, for the whole computation: a second one would interleave its
+    # chunks and checksums with ours and report success for work it did not keep.
+    with exclusive_lock(lock_path(path), f"surface store {path}"):
+        _remove_temporaries(path)
+        _fill(path, task, grid, full_attrs, chunk_points, backend, progress)
+        return open_surface(path).drop_vars("computed")
+
+
+def _fill(path: Path, task: ChunkTask, grid: Grid, attrs: dict, chunk_points: int,
+          backend: Backend, progress: bool) -> None:
+    """Compute every chunk of the store at ``path`` that does not verify (see module doc)."""
+    group = _open_existing(path, attrs) if path.exists() else None
+    checksums: Checksums | None = None
+    if group is not None:
+        # resume with the store's own chunking, so that every write is whole zarr chunks
+        chunk_points = int(np.prod(group["computed"].chunks))
+        names = _order([n for n in group.array_keys() if n != "computed" and n not in grid.dims])
+        checksums = Checksums.read(path)
+        regions = [_region(c, grid) for c in chunk_layout(grid.shape, chunk_points)[1]]
+        found = read_chunks(group, names, grid.shape, regions, checksums)
+        if found.damaged_points:
+            print(f"{path}: recomputing {found.damaged_points} points whose stored values were "
+                  "missing or damaged", file=sys.stderr)
+        if checksums is None:  # no readable record: start a new one (nothing verified)
+            checksums = Checksums(names, {})
+        checksums.chunks = {i: checksums.chunks[i] for i in found.verified}
+        _repair(path, group, grid, regions, found.verified - found.marked)
+        todo = [i for i in range(len(regions)) if i not in found.verified]
+    chunk_shape, chunks = chunk_layout(grid.shape, chunk_points)
+    if group is None:
+        todo = list(range(len(chunks)))
+    items = [(i, chunks[i]) for i in todo]
+    with _ProgressBar(progress, sum(len(chunks[i]) for i in todo), grid.kind) as advance:
+        for index, points, values in backend.map(task, items):
+            if group is None:
+                group = _create(path, grid, values, attrs, chunk_shape)
+                checksums = Checksums(_order(values), {})
+            assert checksums is not None
+            region = _region(points, grid)
+            shaped = {n: v.reshape((-1, *grid.shape[1:])) for n, v in values.items()}
+            try:
+                # values, then their checksum, then the mask: a kill in between costs this
+                # chunk at most, and a chunk damaged later fails its checksum on resume
+                for name in checksums.variables:
+                    group[name][region] = shaped[name]
+                checksums.chunks[index] = chunk_digest(shaped, checksums.variables)
+                checksums.write(path)
+                group["computed"][region] = True
+            except OSError as err:
+                raise _write_error(path, err) from None
             advance(len(points))
 
-    if path is None:
-        return _dataset(grid, memory, full_attrs)
-    if group is None:  # an empty grid cannot happen (>= 2 values per dim); keep mypy calm
-        raise LossurfError(f"nothing was computed for {path}")
-    result = xr.open_zarr(str(path)).load()
-    return result.drop_vars("computed")
+
+def _repair(path: Path, group: zarr.Group, grid: Grid, regions, chunks) -> None:
+    """Mark verified chunks computed (their mask was lost) and restore damaged coordinates."""
+    try:
+        for index in chunks:
+            group["computed"][regions[index]] = True
+        for dim in grid.dims:
+            try:
+                same = np.array_equal(np.asarray(group[dim][...]), grid.coords[dim])
+            except Exception:  # an unreadable coordinate chunk is rewritten like a wrong one
+                same = False
+            if not same:
+                group[dim][...] = grid.coords[dim]
+    except OSError as err:
+        raise _write_error(path, err) from None
+
+
+def open_surface(path: str | Path) -> xr.Dataset:
+    """Open a surface store, loaded into memory, with only verified points marked computed.
+
+    For a store written by :func:`compute_surface`, each chunk's values are checked against
+    its recorded checksum; a chunk whose values are missing, unreadable or altered reads as
+    NaN with ``computed`` False (run the same surface command again to recompute it). Other
+    zarr stores (written by hand with ``to_zarr``) are read as they are. Never warns.
+
+    Raises:
+        LossurfError: the store does not exist or its metadata cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LossurfError(
+            f"surface store {path} does not exist; check the path, or compute it with a "
+            "`lossurf surface` command"
+        )
+    consolidated = _consolidated(path)
+    lossurf_made = Checksums.exists(path)
+    try:
+        lazy = xr.open_zarr(str(path), consolidated=consolidated)
+        coords = {k: lazy[k].load() for k in lazy.coords}
+        if not lossurf_made:
+            return lazy.load()
+        group = zarr.open_group(str(path), mode="r", use_consolidated=consolidated)
+    except Exception as err:  # zarr/xarray raise many types for a broken store
+        if lossurf_made:
+            raise _unreadable(path, err) from None
+        raise LossurfError(
+            f"{path} is not a readable surface store ({type(err).__name__}); pass the path of "
+            "a zarr store written by lossurf"
+        ) from None
+    var = lazy["computed"]
+    shape, rows = tuple(var.shape), int(group["computed"].chunks[0])
+    regions = [(slice(r, min(r + rows, shape[0])),) for r in range(0, shape[0], rows)]
+    names = [n for n in lazy.data_vars if n != "computed"]
+    found = read_chunks(group, names, shape, regions, Checksums.read(path))
+    computed = np.zeros(shape, bool)
+    for index in found.verified:
+        computed[regions[index]] = True
+    data = {n: (lazy[n].dims, v, lazy[n].attrs) for n, v in found.values.items()}
+    data = {n: data[n] for n in _order(data)}
+    data["computed"] = (var.dims, computed, var.attrs)
+    return xr.Dataset(data, coords=coords, attrs=dict(lazy.attrs))
 
 
 class _ProgressBar:
