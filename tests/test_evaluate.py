@@ -195,6 +195,6 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(LossurfError, match="reference does not match"):
         ev.evaluate(anchors, np.eye(3), reference=other)
     with pytest.raises(LossurfError, match="unknown task"):
-        EvalData(data.x, data.y, "regression")
+        EvalData(data.x, data.y, "segmentation")
     with pytest.raises(LossurfError, match="70 inputs and 3 targets"):
         EvalData(data.x, data.y[:3], "classification")

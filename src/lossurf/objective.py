@@ -2,19 +2,31 @@
 
 Classification: cross-entropy over ``[N, C]`` logits. Language models: token cross-entropy over
 ``[N, T, V]`` logits and ``[N, T]`` targets, so loss is per token and perplexity is ``exp(loss)``.
+
+A user's loss (the surface API's ``loss_fn=``) is a callable ``loss_fn(outputs, targets)`` that
+returns the MEAN loss over the batch's examples as a scalar tensor, as torch's losses do with
+``reduction="mean"`` (``F.mse_loss``, ``nn.CrossEntropyLoss()``). The evaluators weight each
+batch by its number of examples (:func:`user_loss_sum`), so the loss over uneven batches is
+exactly the mean over all examples. Language-model outputs reach it unflattened,
+``[B, T, V]`` with ``[B, T]`` targets.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Task", "mean_loss", "loss_and_correct", "perplexity"]
+from lossurf.errors import LossurfError
+
+__all__ = ["Task", "LossFn", "mean_loss", "loss_and_correct", "perplexity", "user_loss_sum",
+           "loss_label"]
 
 Task = Literal["classification", "language_model"]
+#: ``loss_fn(outputs, targets) -> mean loss over the batch's examples`` (a scalar tensor).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _flatten(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,3 +61,39 @@ def perplexity(loss: float) -> float:
         return math.exp(loss)
     except OverflowError:
         return math.inf
+
+
+def user_loss_sum(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``loss_fn``'s batch mean times the batch's number of examples, in float64: summed over
+    batches and divided by the number of examples, this is the mean over all of them.
+
+    Raises:
+        LossurfError: ``loss_fn`` raised, or returned something other than a scalar.
+    """
+    try:
+        value = loss_fn(outputs, targets)
+    except LossurfError:
+        raise
+    except Exception as error:
+        raise LossurfError(
+            f"loss_fn raised {type(error).__name__}: {error} on outputs of shape "
+            f"{tuple(outputs.shape)} and targets of shape {tuple(targets.shape)}; fix loss_fn"
+        ) from None
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise LossurfError(
+            f"loss_fn must return the batch's mean loss as a scalar tensor, got {got}; "
+            "reduce it with .mean() (reduction='mean')"
+        )
+    return value.detach().reshape(()).to(torch.float64) * len(targets)
+
+
+def loss_label(loss_fn: LossFn | None) -> str:
+    """A name for a loss in a surface's provenance: ``cross_entropy`` or the callable's
+    qualified name."""
+    if loss_fn is None:
+        return "cross_entropy"
+    fn = getattr(loss_fn, "func", loss_fn)  # functools.partial
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    return f"{module}.{name}" if module else name

@@ -1,16 +1,21 @@
 """Surfaces of your own model from a notebook: lines, basins, planes and functional distance.
 
 Every function takes an ``nn.Module`` (only its architecture is used; it is never modified),
-weight vectors as state dicts (or modules), and a data source: an
-:class:`~lossurf.surface.evaluate.EvalData`, or a :class:`lossurf.data.Dataset` with a
-``split`` (``test`` by default), an optional ``subset`` size and its seed. They return xarray
-Datasets (see :func:`~lossurf.surface.store.compute_surface`); with ``store=PATH`` the grid
-is written to a zarr store as it is computed and a second call resumes it.
+weight vectors as state dicts (or modules), and a data source (see :func:`eval_data`): an
+:class:`~lossurf.surface.evaluate.EvalData`; a :class:`lossurf.data.Dataset` with a ``split``,
+an optional ``subset`` size and its seed; or a ``torch.utils.data.DataLoader`` or any
+re-iterable of ``(x, y)`` batches, read once per call (see :mod:`lossurf.surface.batches`; with
+batch norm, pass ``bn_data=train_loader`` when the batches are held-out data). The loss is
+cross-entropy unless ``loss_fn(outputs, targets)`` returns another batch mean (see
+:mod:`lossurf.objective`). They return xarray Datasets (see
+:func:`~lossurf.surface.store.compute_surface`); with ``store=PATH`` the grid is written to a
+zarr store as it is computed and a second call resumes it.
 
 Example::
 
     ds = lossurf.surface.line(model, init_state, final_state, data, range=(-0.5, 2), steps=51)
     ds.loss.plot()
+    ds = lossurf.surface.line(model, a, b, train_loader, loss_fn=torch.nn.functional.mse_loss)
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from torch import nn
 from lossurf.backends import Backend
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
+from lossurf.objective import LossFn, loss_label
+from lossurf.surface.batches import from_batches, is_batches
 from lossurf.threads import threads_for, torch_threads
 from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
 from lossurf.surface.paths import Grid, basin_grid, line_grid
@@ -47,31 +54,51 @@ PLANE_KINDS = PLANE_POINTS
 
 
 def eval_data(
-    data: Any, *, split: str = "train", subset: int | None = None, seed: int = 0
+    data: Any, *, split: str = "train", subset: int | None = None, seed: int = 0,
+    bn_data: Any = None,
 ) -> tuple[Any, str]:
     """Turn a data source into the evaluator's ``EvalData`` and a description for attrs.
 
     Args:
-        data: an ``EvalData`` (used as is) or a :class:`lossurf.data.Dataset`.
+        data: an ``EvalData`` (used as is), a :class:`lossurf.data.Dataset`, or a
+            ``DataLoader`` / re-iterable of ``(x, y)`` batches (read once; a one-shot
+            generator is refused; see :mod:`lossurf.surface.batches`).
         split: ``train`` or ``test`` (Dataset only; default ``train``). Batch-norm statistics
             are re-estimated from a fixed, seeded subset of the training inputs.
-        subset: evaluate a fixed, seeded subset of this many examples (default all).
+        subset: evaluate a fixed, seeded subset of this many examples (default all; not for
+            an ``EvalData``).
         seed: the subsets' seed (default 0).
+        bn_data: batches only: where batch-norm statistics come from (a training loader, a
+            list of batches or a tensor of inputs; default: the evaluated batches' inputs).
 
     Returns:
         ``(EvalData, description)``; the description names the data and hashes its content.
     """
     from lossurf.surface.evaluate import EvalData
 
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise LossurfError(f"subset must be at least 1 example, got {subset!r}")
+    if bn_data is not None and (isinstance(data, (EvalData, Dataset)) or not is_batches(data)):
+        raise LossurfError(
+            "bn_data applies when data is a DataLoader or a list of batches; an EvalData takes "
+            "bn_x=..., a Dataset uses its training inputs"
+        )
     if isinstance(data, EvalData):
         return data, f"custom n={len(data.x)} sha256={_data_hash(data.x, data.y, data.bn_x)}"
     if not isinstance(data, Dataset):
-        raise LossurfError(
-            f"data must be a lossurf EvalData or a lossurf.data.Dataset, got "
-            f"{type(data).__name__}; wrap tensors as EvalData(x=..., y=..., task=...)"
-        )
-    if subset is not None and (isinstance(subset, bool) or subset < 1):
-        raise LossurfError(f"subset must be at least 1 example, got {subset!r}")
+        if not is_batches(data):
+            raise LossurfError(
+                f"data must be a lossurf EvalData or a lossurf.data.Dataset (or a DataLoader / "
+                f"list of (x, y) batches), got {type(data).__name__}; wrap tensors as "
+                "EvalData(x=..., y=..., task=...)"
+            )
+        out = from_batches(data, bn_data=bn_data, subset=subset, seed=seed)
+        source = "bn_data" if bn_data is not None else "these batches"
+        described = f"batches ({type(data).__name__}) n={len(out.x)}"
+        if subset is not None:
+            described += f" (seeded subset, seed={seed})"
+        return out, (f"{described} task={out.task} bn_from={source} "
+                     f"sha256={_data_hash(out.x, out.y, out.bn_x)}")
     out = EvalData.from_dataset(data, split=split, subset=subset, seed=seed)
     total = len(data.test_x if split == "test" else data.train_x)
     described = f"{data.name}/{split} n={len(out.x)}"
@@ -91,11 +118,12 @@ def _data_hash(*tensors: torch.Tensor | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def _make_evaluator(model: nn.Module, data: Any, bn: str, device: Any, options: dict) -> Any:
+def _make_evaluator(model: nn.Module, data: Any, bn: str, device: Any, options: dict,
+                    loss_fn: LossFn | None = None) -> Any:
     """Build the evaluator (imported lazily: ``evaluate`` pulls in the compiled fast paths)."""
     from lossurf.surface.evaluate import Evaluator
 
-    return Evaluator(model, data, bn=bn, device=device, **options)
+    return Evaluator(model, data, bn=bn, device=device, loss_fn=loss_fn, **options)
 
 
 def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
@@ -123,14 +151,18 @@ def _run(
     backend: Backend | None,
     progress: bool,
     options: dict,
+    loss_fn: LossFn | None,
+    bn_data: Any,
 ) -> xr.Dataset:
     ref = None
     if reference is not None:
         ref = as_state(reference)
         check_compatible([as_state(model), ref], ["the model", "reference"])
-    data, described = eval_data(data, split=split, subset=subset, seed=seed)
-    evaluator = _make_evaluator(model, data, bn, device, options)
+    data, described = eval_data(data, split=split, subset=subset, seed=seed, bn_data=bn_data)
+    evaluator = _make_evaluator(model, data, bn, device, options, loss_fn)
     extra = {"anchor_labels": list(labels), "bn": bn, "data": described}
+    if loss_fn is not None:  # absent for cross-entropy, so existing stores keep resuming
+        extra["loss"] = loss_label(loss_fn)
     extra.update(attrs or {})
     with torch_threads(threads_for(model)):
         return compute_surface(
@@ -159,6 +191,8 @@ def line(
     chunk_points: int = 32,
     backend: Backend | None = None,
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    bn_data: Any = None,
     **evaluator_options: Any,
 ) -> xr.Dataset:
     """Loss and accuracy along ``theta(alpha) = (1 - alpha) * start + alpha * end``.
@@ -169,7 +203,8 @@ def line(
     Args:
         model: the architecture (never modified).
         start, end: the end points' state dicts.
-        data: an ``EvalData`` or a ``lossurf.data.Dataset`` (see :func:`eval_data`).
+        data: an ``EvalData``, a ``lossurf.data.Dataset``, a ``DataLoader`` or a list of
+            ``(x, y)`` batches (see :func:`eval_data`).
         alphas: explicit alpha values; override ``range``/``steps``.
         range: alpha range (default (0, 1)).
         steps: number of alphas (default 21, at least 2).
@@ -181,11 +216,15 @@ def line(
         device: where to evaluate (default: the evaluator's choice).
         attrs: extra provenance (runs, checkpoints) for the Dataset's attrs.
         chunk_points, backend, progress: see :func:`~lossurf.surface.store.compute_surface`.
+        loss_fn: ``loss_fn(outputs, targets)`` returning the batch's mean loss (default None:
+            cross-entropy); needed for real-valued targets. Recorded in attrs ``loss``.
+        bn_data: batch-norm statistics' source when ``data`` is a loader (see
+            :func:`eval_data`).
         **evaluator_options: passed to ``Evaluator`` (batch size, strategy, ...).
 
     Returns:
-        A Dataset over ``alpha`` with ``loss``, ``accuracy`` (and ``fdist``,
-        ``disagreement`` with a reference).
+        A Dataset over ``alpha`` with ``loss``, ``accuracy`` (not for regression; and
+        ``fdist``, ``disagreement`` with a reference).
     """
     anchors = _states(model, {"start": start, "end": end})
     grid = line_grid(alphas, range=range, steps=steps)
@@ -193,6 +232,7 @@ def line(
         model, anchors, grid, data, labels=("start", "end"), bn=bn, split=split, subset=subset,
         seed=seed, reference=reference, store=store, device=device, attrs=attrs,
         chunk_points=chunk_points, backend=backend, progress=progress, options=evaluator_options,
+        loss_fn=loss_fn, bn_data=bn_data,
     )
 
 
@@ -235,6 +275,8 @@ def basin(
     chunk_points: int = 32,
     backend: Backend | None = None,
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    bn_data: Any = None,
     **evaluator_options: Any,
 ) -> xr.Dataset:
     """The basin profile ``theta(l) = minimum + l * (init - minimum) / ||init - minimum||``.
@@ -245,7 +287,7 @@ def basin(
 
     Args:
         model, data, bn, split, subset, seed, store, device, attrs, chunk_points, backend,
-            progress, evaluator_options: as in :func:`line`.
+            progress, loss_fn, bn_data, evaluator_options: as in :func:`line`.
         minimum: the trained weights (``theta1``).
         init: the initialization (``theta0``).
         distances: explicit lambda values; override the range.
@@ -265,6 +307,7 @@ def basin(
         model, anchors, grid, data, labels=("minimum", "init"), bn=bn, split=split,
         subset=subset, seed=seed, reference=None, store=store, device=device, attrs=attrs,
         chunk_points=chunk_points, backend=backend, progress=progress, options=evaluator_options,
+        loss_fn=loss_fn, bn_data=bn_data,
     )
 
 
@@ -288,6 +331,8 @@ def plane(
     chunk_points: int = 32,
     backend: Backend | None = None,
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    bn_data: Any = None,
     **evaluator_options: Any,
 ) -> xr.Dataset:
     """Loss over a plane of weight vectors.
@@ -328,6 +373,7 @@ def plane(
         model, anchors, grid, data, labels=labels, bn=bn, split=split, subset=subset, seed=seed,
         reference=reference, store=store, device=device, attrs=attrs, chunk_points=chunk_points,
         backend=backend, progress=progress, options=evaluator_options,
+        loss_fn=loss_fn, bn_data=bn_data,
     )
 
 
@@ -342,6 +388,7 @@ def functional_distance(
     subset: int | None = None,
     seed: int = 0,
     device: Any = None,
+    bn_data: Any = None,
     **evaluator_options: Any,
 ) -> dict[str, float]:
     """Functional distance and label disagreement between two weight vectors (paper eq. 4.1).
@@ -349,13 +396,19 @@ def functional_distance(
     ``fdist = sqrt(mean_i ||softmax(F(x_i, a)) - softmax(F(x_i, b))||^2)`` and
     ``disagreement`` is the fraction of examples whose predicted labels differ. Like the
     paper, it is measured on held-out data: ``split`` defaults to ``test`` here (the surface
-    functions default to ``train``, the loss being minimized).
+    functions default to ``train``, the loss being minimized). ``data`` takes every form
+    :func:`eval_data` does; with a loader of held-out batches and batch norm, pass
+    ``bn_data=train_loader``. It needs class outputs (not regression).
 
     Returns:
         ``{"fdist": float, "disagreement": float}``.
     """
     anchors = _states(model, {"a": a, "b": b})
-    data, _ = eval_data(data, split=split, subset=subset, seed=seed)
+    data, _ = eval_data(data, split=split, subset=subset, seed=seed, bn_data=bn_data)
+    if data.task == "regression":
+        raise LossurfError("functional distance compares predicted class probabilities (paper "
+                           "eq. 4.1); it needs classification or language-model data, not "
+                           "regression")
     evaluator = _make_evaluator(model, data, bn, device, evaluator_options)
     with torch_threads(threads_for(model)):
         out = evaluator.evaluate([anchors[1]], np.ones((1, 1)), reference=anchors[0])

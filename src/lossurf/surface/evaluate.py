@@ -11,6 +11,11 @@ optional ``torch.compile``): what wins on CPU, where vmap over conv weights beco
 grouped convolutions. ``vmap`` runs K points per pass, which removes the launch-bound cost of
 small models on a GPU. ``auto`` picks ``vmap`` on CUDA and ``loop`` elsewhere.
 
+The loss is cross-entropy unless the caller passes ``loss_fn`` (see :mod:`lossurf.objective`
+for its contract); either way the runners and their fast paths produce the outputs, only the
+reduction differs. Accuracy is reported for classification and language-model data; a
+``regression`` task (floating-point targets) needs a ``loss_fn`` and reports the loss alone.
+
 References:
     Im, Tao, Branson (2016), "An Empirical Analysis of Deep Network Loss Surfaces", eq. 4.1
     (functional distance) and appendix A.1 (interpolations).
@@ -30,6 +35,7 @@ from torch import nn
 
 from lossurf.data.base import seeded_subset
 from lossurf.errors import LossurfError
+from lossurf.objective import LossFn, user_loss_sum
 from lossurf.surface.batchnorm import BN_POLICIES, BNPolicy, batchnorm_modules
 from lossurf.surface.fastpath import compiler_available
 from lossurf.surface.runners import LoopRunner, VmapRunner
@@ -45,7 +51,7 @@ STRATEGIES: dict[str, str] = {
     "loop": "one point at a time on a rewritten, channels-last, optionally compiled copy",
     "vmap": "K points per pass with torch.vmap over functional_call",
 }
-TASKS = ("classification", "language_model")
+TASKS = ("classification", "language_model", "regression")
 #: Auto-compile on CPU when a call evaluates at least this many example-forwards (compilation
 #: takes tens of seconds on two cores, so it must be amortised).
 COMPILE_MIN_WORK = 400_000
@@ -61,14 +67,16 @@ class EvalData:
 
     Attributes:
         x: evaluation inputs (a subset already applied).
-        y: targets: class ids ``[N]`` or next-token ids ``[N, T]``.
-        task: ``classification`` or ``language_model``.
+        y: targets: class ids ``[N]``, next-token ids ``[N, T]``, or real values of any shape
+            ``[N, ...]`` for ``regression``.
+        task: ``classification``, ``language_model`` or ``regression`` (the evaluator then
+            needs a ``loss_fn``).
         bn_x: training inputs for re-estimating BN statistics (policy ``recompute``).
     """
 
     x: torch.Tensor
     y: torch.Tensor
-    task: Literal["classification", "language_model"]
+    task: Literal["classification", "language_model", "regression"]
     bn_x: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
@@ -79,9 +87,9 @@ class EvalData:
         if len(self.x) != len(self.y) or len(self.x) == 0:
             raise LossurfError(f"EvalData has {len(self.x)} inputs and {len(self.y)} targets; "
                                "pass the same, non-zero number of each")
-        if self.y.is_floating_point():
-            raise LossurfError("EvalData targets must be integer class or token ids; "
-                               "convert them with y.long()")
+        if self.y.is_floating_point() and self.task != "regression":
+            raise LossurfError("EvalData targets must be integer class or token ids; convert "
+                               "them with y.long(), or use task='regression' and a loss_fn")
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, split: Literal["train", "test"] = "train",
@@ -158,6 +166,8 @@ class Evaluator:
         share_first_layer: compute the first layer once per anchor (default: when it pays off).
         fold_bn: fold eval-mode BN into the preceding layer (default True).
         channels_last: channels-last layout for image inputs (default: True on CPU).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss over the batch`` (default None:
+            cross-entropy); required for ``regression`` data.
     """
 
     def __init__(self, model: nn.Module, data: EvalData, *, bn: BNPolicy = "recompute",
@@ -166,7 +176,7 @@ class Evaluator:
                  points_per_pass: int | None = None, batch_size: int | None = None,
                  compile: bool | None = None, bn_batch_size: int = 128,
                  share_first_layer: bool | None = None, fold_bn: bool = True,
-                 channels_last: bool | None = None) -> None:
+                 channels_last: bool | None = None, loss_fn: LossFn | None = None) -> None:
         if bn not in BN_POLICIES:
             raise LossurfError(f"unknown BN policy {bn!r}; use one of: {', '.join(BN_POLICIES)}")
         if strategy not in STRATEGIES:
@@ -178,6 +188,13 @@ class Evaluator:
                             ("bn_batch_size", bn_batch_size)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise LossurfError(f"{name} must be a positive integer, got {value!r}")
+        if loss_fn is not None and not callable(loss_fn):
+            raise LossurfError(f"loss_fn is a {type(loss_fn).__name__}, not a callable; pass a "
+                               "function (outputs, targets) -> mean loss")
+        if data.task == "regression" and loss_fn is None:
+            raise LossurfError("regression data (floating-point targets) need a loss: pass "
+                               "loss_fn=, e.g. torch.nn.functional.mse_loss")
+        self.loss_fn = loss_fn
         if device is None:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else "cpu"
@@ -240,10 +257,24 @@ class Evaluator:
             block = coeffs[start: start + runner.max_points]
             for i, logits in runner.logits(block):
                 r = None if ref is None else ref[i]
-                sums[start: start + len(block)] += _batch_sums(logits, self.y[slices[i]], r)
+                sums[start: start + len(block)] += self._sums(logits, self.y[slices[i]], r)
             if progress is not None:
                 progress(len(block))
         return sums
+
+    def _sums(self, outputs: torch.Tensor, y: torch.Tensor, ref: tuple | None) -> torch.Tensor:
+        """``[K, 4]`` sums of one batch at K points: the default cross-entropy path, or the
+        user's loss (one call per point) with accuracy where the task has classes."""
+        if self.loss_fn is None:
+            return _batch_sums(outputs, y, ref)
+        if self.task == "regression":
+            out = torch.zeros(len(outputs), 4, dtype=torch.float64, device=outputs.device)
+        else:
+            out = _batch_sums(outputs, y, ref)
+        for k in range(len(outputs)):
+            o = outputs[k].float() if outputs.is_floating_point() else outputs[k]
+            out[k, 0] = user_loss_sum(self.loss_fn, o, y)
+        return out
 
     def _reference(self, runner, reference) -> list[tuple[torch.Tensor, torch.Tensor]]:
         runner.prepare([reference], False, False)
@@ -268,8 +299,9 @@ class Evaluator:
             progress: called with the number of points just finished.
 
         Returns:
-            float64 arrays of length P: ``loss``, ``accuracy`` (``perplexity`` for language
-            models) and, with a reference, ``fdist`` and ``disagreement``.
+            float64 arrays of length P: ``loss``, ``accuracy`` (not for regression; also
+            ``perplexity`` for language models under cross-entropy) and, with a reference,
+            ``fdist`` and ``disagreement``.
         """
         if isinstance(anchors, Mapping) or not isinstance(anchors, Sequence) or len(anchors) == 0:
             raise LossurfError("anchors must be a non-empty list of state dicts; "
@@ -278,6 +310,10 @@ class Evaluator:
             _check_state(sd, f"anchors[{a}]", self._shapes)
         if reference is not None:
             _check_state(reference, "reference", self._shapes)
+            if self.task == "regression":
+                raise LossurfError("functional distance compares predicted class probabilities "
+                                   "(paper eq. 4.1); it needs classification or language-model "
+                                   "data, not regression")
         c = np.asarray(coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor)
                        else coefficients, dtype=np.float64)
         if c.ndim != 2 or c.shape[1] != len(anchors) or c.shape[0] == 0:
@@ -301,8 +337,12 @@ class Evaluator:
             sums = self._evaluate_with("loop", anchors, coeffs, compile_, reference, progress)
         sums = sums.cpu().numpy()
         count = self.y.numel()
-        result = {"loss": sums[:, 0] / count, "accuracy": sums[:, 1] / count}
-        if self.task == "language_model":
+        # cross-entropy is summed per prediction (token); a user's loss per example
+        loss_count = count if self.loss_fn is None else len(self.y)
+        result = {"loss": sums[:, 0] / loss_count}
+        if self.task != "regression":
+            result["accuracy"] = sums[:, 1] / count
+        if self.task == "language_model" and self.loss_fn is None:
             result["perplexity"] = np.exp(result["loss"])
         if reference is not None:
             result["fdist"] = np.sqrt(sums[:, 2] / count)
