@@ -5,65 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 
 from lossurf.errors import LossurfError
 from lossurf.hessian.density import density_grid, slq, spectral_density
 from lossurf.hessian.hvp import HessianOperator
 from lossurf.hessian.lanczos import lanczos_top, lanczos_tridiagonal
 from lossurf.hessian.trace import hutchinson
-from lossurf.surface.evaluate import EvalData
-
-
-def _tiny(batch_norm: bool = False) -> nn.Module:
-    torch.manual_seed(0)
-    layers = [nn.Linear(6, 14)]
-    if batch_norm:
-        layers.append(nn.BatchNorm1d(14))
-    layers += [nn.Tanh(), nn.Dropout(0.5), nn.Linear(14, 4)]
-    model = nn.Sequential(*layers).double()
-    if batch_norm:  # non-trivial running statistics, so eval mode differs from batch mode
-        bn = model[1]
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.data.uniform_(0.5, 1.5)
-        bn.bias.data.uniform_(-0.2, 0.2)
-    return model
-
-
-def _data(n: int = 90) -> EvalData:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
-    y = torch.randint(0, 4, (n,), generator=g)
-    return EvalData(x, y, "classification")
-
-
-def _dense_hessian(model: nn.Module, data: EvalData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Full Hessian of the mean loss (eval mode, all examples in one pass), loss and gradient."""
-    model = model.eval()
-    names = [n for n, _ in model.named_parameters()]
-    params = dict(model.named_parameters())
-    buffers = dict(model.named_buffers())
-    shapes = [params[k].shape for k in names]
-    sizes = [params[k].numel() for k in names]
-    theta = torch.cat([params[k].detach().reshape(-1) for k in names])
-
-    def loss(flat):
-        pieces = {k: p.reshape(s) for k, p, s in zip(names, torch.split(flat, sizes), shapes)}
-        return F.cross_entropy(functional_call(model, {**pieces, **buffers}, (data.x,)), data.y)
-
-    h = torch.autograd.functional.hessian(loss, theta)
-    g = torch.autograd.functional.jacobian(loss, theta)
-    return h, loss(theta).detach(), g
+from _hessian_models import tiny_data, dense_hessian, tiny_model
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["mlp", "mlp-bn"])
 def problem(request):
-    model = _tiny(request.param)
-    data = _data()
-    h, loss, grad = _dense_hessian(model, data)
+    model = tiny_model(request.param)
+    data = tiny_data()
+    h, loss, grad = dense_hessian(model, data)
     return model, data, h, loss, grad
 
 
@@ -164,7 +119,7 @@ def test_slq_quadrature_is_exact_for_low_moments_and_the_density_integrates_to_n
 
 
 def test_bad_input_is_named():
-    model, data = _tiny(), _data()
+    model, data = tiny_model(), tiny_data()
     with pytest.raises(LossurfError, match="unknown HVP method 'magic'"):
         HessianOperator(model, model.state_dict(), data, method="magic")
     with pytest.raises(LossurfError, match="must be an EvalData"):
@@ -172,7 +127,7 @@ def test_bad_input_is_named():
     with pytest.raises(LossurfError, match="batch_size must be a positive integer"):
         HessianOperator(model, model.state_dict(), data, batch_size=0)
     with pytest.raises(LossurfError, match="different architectures"):
-        HessianOperator(model, _tiny(True).state_dict(), data)
+        HessianOperator(model, tiny_model(True).state_dict(), data)
     op = HessianOperator(model, model.state_dict(), data)
     with pytest.raises(LossurfError, match="k must be an integer from 1"):
         lanczos_top(op.hvp, op.n, k=0)

@@ -10,9 +10,14 @@ which returns xarray Datasets and persists them to resumable zarr stores
 
 from __future__ import annotations
 
+from lossurf.hessian.api import analyze, density, eps_sharpness, top_eigenpairs, trace
 from lossurf.hessian.density import slq, spectral_density
 from lossurf.hessian.hvp import HessianOperator
 from lossurf.hessian.lanczos import lanczos_top
+from lossurf.hessian.sharpness import eps_sharpness_of
+from lossurf.hessian.store import load
 from lossurf.hessian.trace import hutchinson
 
-__all__ = ["HessianOperator", "lanczos_top", "hutchinson", "slq", "spectral_density"]
+__all__ = ["analyze", "top_eigenpairs", "trace", "density", "eps_sharpness", "load",
+           "HessianOperator", "lanczos_top", "hutchinson", "slq", "spectral_density",
+           "eps_sharpness_of"]

@@ -1,0 +1,98 @@
+"""lossurf.hessian.analyze and friends: numbers, attrs, and the resumable zarr store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from lossurf import hessian
+from lossurf.errors import LossurfError
+from lossurf.hessian import api
+from _hessian_models import tiny_data, dense_hessian, tiny_model
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model, data = tiny_model(True), tiny_data()
+    h, _, _ = dense_hessian(model, data)
+    return model, data, h
+
+
+def test_analyze_matches_the_dense_hessian_and_records_its_settings(problem):
+    model, data, h = problem
+    ds = hessian.analyze(model, model.state_dict(), data, top=3, tol=1e-9, max_iter=300,
+                         trace=True, trace_samples=(20, 20), density=True, density_steps=30,
+                         sharpness=[1e-3, 1e-2], seed=7)
+    evals = torch.linalg.eigvalsh(h).flip(0).numpy()
+    np.testing.assert_allclose(ds.eigenvalues.values, evals[:3], rtol=1e-6)
+    assert ds.eigenvectors.shape == (3, h.shape[0])
+    assert abs(float(ds.trace) - float(torch.trace(h))) <= 5 * float(ds.trace_stderr)
+    assert np.trapezoid(ds.density.values, ds.eigenvalue.values) == pytest.approx(h.shape[0], rel=1e-6)
+    assert (ds.eps_sharpness.values > 0).all() and ds.eps_sharpness.sel(eps=1e-2) > ds.eps_sharpness.sel(eps=1e-3)
+    a = ds.attrs
+    assert a["topk_tol"] == 1e-9 and a["topk_converged"] and 3 <= a["topk_iterations"] <= 300
+    assert a["trace_iterations"] == 20 and a["density_iterations"] == 30 and a["topk_seed"] == 7
+    assert a["parameters"] == h.shape[0] and a["dtype"] == "float64"
+    assert a["data"].startswith("custom n=90") and "torch_version" in a and "lossurf_version" in a
+    # the single-purpose functions agree with analyze
+    top = hessian.top_eigenpairs(model, model.state_dict(), data, k=3, tol=1e-9, max_iter=300, seed=7)
+    np.testing.assert_allclose(top.eigenvalues.values, ds.eigenvalues.values, rtol=1e-9)
+    assert set(top.data_vars) == {"eigenvalues", "residuals", "eigenvectors"}
+
+
+def test_store_reuses_finished_parts_and_refuses_other_requests(problem, tmp_path, monkeypatch):
+    model, data, _ = problem
+    store = tmp_path / "h.zarr"
+    first = hessian.analyze(model, model.state_dict(), data, top=2, trace=True, store=store,
+                            attrs={"endpoint": "adam"})
+    assert xr.open_zarr(store, group="topk", consolidated=False).eigenvalues.shape == (2,)
+    calls = []
+    real = dict(api._COMPUTE)
+    monkeypatch.setattr(api, "_COMPUTE", {k: (lambda op, r, k=k: calls.append(k) or real[k](op, r))
+                                          for k in real})
+    again = hessian.analyze(model, model.state_dict(), data, top=2, trace=True, store=store)
+    assert calls == []  # nothing recomputed
+    np.testing.assert_array_equal(again.eigenvalues.values, first.eigenvalues.values)
+    assert again.attrs["endpoint"] == "adam"
+    more = hessian.analyze(model, model.state_dict(), data, top=2, density=True,
+                           density_steps=20, store=store)
+    assert calls == ["density"] and "density" in more and "trace" not in more
+    assert set(hessian.load(store).data_vars) >= {"eigenvalues", "trace", "density"}
+    with pytest.raises(LossurfError, match="topk part of .* other settings"):
+        hessian.analyze(model, model.state_dict(), data, top=4, store=store)
+    other = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    with pytest.raises(LossurfError, match="different request \\(weights_hash differs"):
+        hessian.analyze(model, other, data, top=2, store=store)
+
+
+def test_a_killed_part_leaves_the_finished_ones(problem, tmp_path, monkeypatch):
+    model, data, _ = problem
+    store = tmp_path / "k.zarr"
+
+    def killed(op, request):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(api._COMPUTE, "trace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        hessian.analyze(model, model.state_dict(), data, top=1, trace=True, store=store)
+    assert (store / "topk").is_dir() and not (store / "trace").exists()
+    assert not list(store.glob(".tmp-*"))
+    monkeypatch.undo()
+    ds = hessian.analyze(model, model.state_dict(), data, top=1, trace=True, store=store)
+    assert np.isfinite(float(ds.trace))
+
+
+def test_bad_requests_are_named(problem, tmp_path):
+    model, data, _ = problem
+    with pytest.raises(LossurfError, match="nothing to compute"):
+        hessian.analyze(model, model.state_dict(), data, top=None)
+    with pytest.raises(LossurfError, match="k must be an integer from 1"):
+        hessian.top_eigenpairs(model, model.state_dict(), data, k=10_000)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "zarr.json").write_text("{not json")
+    with pytest.raises(LossurfError, match="not a lossurf Hessian store"):
+        hessian.analyze(model, model.state_dict(), data, top=1, store=tmp_path / "junk")
+    with pytest.raises(LossurfError, match="not a lossurf Hessian store"):
+        hessian.load(tmp_path)
