@@ -245,3 +245,15 @@ def test_subset_of_a_loader_is_the_seeded_subset_of_its_examples(toy):
     direct = Evaluator(model, EvalData(x[keep], y[keep], "classification")).evaluate([w0], [[1.0]])
     ds = line(model, w0, w0, loader(x, y), subset=20, seed=5, alphas=[0.0, 1.0], progress=False)
     assert float(ds.loss[0]) == pytest.approx(float(direct["loss"][0]), rel=1e-12)
+
+
+def test_a_store_computed_with_one_loss_is_not_resumed_with_another(toy, tmp_path):
+    x, y, _, _ = toy
+    model, w0, w1 = make_model(0), as_state(make_model(1)), as_state(make_model(2))
+    store = tmp_path / "line.zarr"
+    kw = dict(steps=3, store=store, progress=False)
+    first = line(model, w0, w1, loader(x, y), loss_fn=F.multi_margin_loss, **kw)
+    again = line(model, w0, w1, loader(x, y), loss_fn=F.multi_margin_loss, **kw)
+    np.testing.assert_array_equal(first.loss.values, again.loss.values)
+    with pytest.raises(LossurfError, match=r"different request \(loss differs"):
+        line(model, w0, w1, loader(x, y), **kw)
