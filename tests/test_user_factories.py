@@ -87,6 +87,13 @@ def as_dataset():
     return Dataset("mine", "classification", x[:8], y[:8], x[8:], y[8:], num_classes=2)
 
 
+def tokens(shape_mismatch: bool = False):
+    x = torch.arange(40).reshape(8, 5) % 7
+    y = (x + 1) % 7
+    return {"train_x": x[:6], "train_y": y[:6, :4] if shape_mismatch else y[:6],
+            "test_x": x[6:], "test_y": y[6:], "task": "language_model"}
+
+
 def bad(kind: str):
     x, y = torch.randn(10, 3), torch.zeros(10, dtype=torch.long)
     good = {"train_x": x, "train_y": y, "test_x": x, "test_y": y}
@@ -240,6 +247,15 @@ def test_data_factory_tuple_of_numpy_arrays_and_dataset(pkg):
     assert got.num_classes == 2 and got.model_options()["in_channels"] == 1
     ds = data.load(DataSpec(name=f"{PKG}.data:as_dataset"))
     assert isinstance(ds, Dataset) and ds.name == "mine" and len(ds.train_x) == 8
+
+
+def test_data_factory_language_model(pkg):
+    got = data.load(DataSpec(name=f"{PKG}.data:tokens"))
+    assert got.task == "language_model" and got.num_classes == 7  # inferred: max token + 1
+    assert got.model_options() == {"vocab_size": 7}
+    with pytest.raises(LossurfError, match=r"a language model needs int64 token ids train_x and "
+                                           r"train_y of one shape \[N, T\]"):
+        data.load(DataSpec(name=f"{PKG}.data:tokens", options={"shape_mismatch": True}))
 
 
 @pytest.mark.parametrize("kind, message", [
