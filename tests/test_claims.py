@@ -5,8 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lossurf.analysis.basins import barrier, basin_width, excess_variation
-from lossurf.analysis.claims import BARRIER_EPS, CLAIMS, evaluate_claims
+import pandas as pd
+
+from lossurf.analysis.basins import (
+    barrier,
+    basin_extent,
+    basin_width,
+    bump_prominences,
+    count_bumps,
+    excess_variation,
+)
+from lossurf.analysis.claims import (
+    BARRIER_EPS,
+    BUMP_REL,
+    CLAIMS,
+    PAPER,
+    _compare_wider,
+    claim8_from_metrics,
+    claim9_from_runs,
+    evaluate_claims,
+)
+from lossurf.analysis.training import mean_accuracy_at_evaluations, training_outcome
 
 
 @pytest.mark.parametrize("a,t", [(1.0, 0.1), (4.0, 0.5), (0.5, 0.02)])
@@ -60,8 +79,10 @@ def test_claims_without_results_are_untested(tmp_path) -> None:
     assert {c.recipe for c in claims} == {r for r, _ in CLAIMS.values()}
 
 
-def _fake_restarts(tmp_path, profiles: dict[tuple[str, int], np.ndarray], alphas: np.ndarray):
-    """A restarts result.json whose extended lines and basins are given arrays."""
+def _fake_restarts(tmp_path, profiles: dict[tuple[str, int], np.ndarray], alphas: np.ndarray,
+                   far: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] | None = None):
+    """A restarts result.json whose extended lines and basins are given arrays; ``far``
+    adds a basin extension (lambda, loss) past the minimum to a run."""
     import xarray as xr
 
     from lossurf.experiments.result import RecipeResult
@@ -77,7 +98,13 @@ def _fake_restarts(tmp_path, profiles: dict[tuple[str, int], np.ndarray], alphas
         ds = xr.Dataset({"loss": ("lambda", y[::-1])}, coords={"lambda": lam})
         ds.attrs["geometry_init_distance"] = 1.0
         ds.to_zarr(root / relb, consolidated=False)
-        bas.append({"method": m, "seed": s, "surface": relb})
+        extensions = []
+        if far and (m, s) in far:
+            relf = f"surfaces/basin-{m}-{s}-reach1.zarr"
+            xr.Dataset({"loss": ("lambda", far[m, s][1])},
+                       coords={"lambda": far[m, s][0]}).to_zarr(root / relf, consolidated=False)
+            extensions.append(relf)
+        bas.append({"method": m, "seed": s, "surface": relb, "extensions": extensions})
     RecipeResult("restarts", "t", "4.2", "p", root, measurements={
         "extended": ext, "basins": bas, "pairs": [], "extend_to": float(alphas[-1])}).save()
 
@@ -100,7 +127,9 @@ def test_restart_claims_on_synthetic_parabolas(tmp_path) -> None:
     _fake_restarts(tmp_path / "b", {("adam", 0): flat * 4, ("sgd", 0): narrow}, a)
     c5 = {c.number: c for c in evaluate_claims(tmp_path / "b")}[5]
     assert c5.held is True
-    assert c5.values["widths"]["width_alpha"]["adam"] > c5.values["widths"]["width_alpha"]["sgd"]
+    widths = c5.values["widths"]["width_alpha"]
+    assert widths["adam"]["width"] > widths["sgd"]["width"]
+    assert not widths["adam"]["lower_bound"] and not widths["sgd"]["lower_bound"]
 
 
 def test_flat_extension_does_not_count_as_a_rise(tmp_path) -> None:
@@ -109,3 +138,207 @@ def test_flat_extension_does_not_count_as_a_rise(tmp_path) -> None:
     _fake_restarts(tmp_path, {("adam", 0): y, ("sgd", 0): y}, a)
     c10 = {c.number: c for c in evaluate_claims(tmp_path)}[10]
     assert c10.held is False
+
+
+# --- Claim 5: a basin cut by the grid is a lower bound, not a verdict ----------------------
+
+
+def test_basin_extent_sides() -> None:
+    x = np.linspace(-1, 1, 201)
+    b = basin_extent(x, x**2, 0.25, center=0.0)
+    assert (b.left, b.right) == (pytest.approx(-0.5, abs=1e-3), pytest.approx(0.5, abs=1e-3))
+    assert not b.truncated
+    b = basin_extent(x, np.where(x < 0, 0.0, x**2), 0.25, center=0.0)  # flat to the left end
+    assert b.truncated_left and not b.truncated_right
+    assert b.width == pytest.approx(1.5, abs=1e-3)  # -1 (the grid's end) .. 0.5
+
+
+def test_claim5_truncated_basin_is_a_lower_bound_not_a_verdict(tmp_path) -> None:
+    # Distance profile lambda in [-1, 1], D = 1, init loss 1: SGD's loss keeps falling past
+    # the minimum (lambda < 0), so its basin reaches the grid's end; Adam's is a parabola.
+    a = np.linspace(0, 2, 201)
+    lam = 1.0 - a  # the same line: alpha = 1 - lambda / D
+    sgd = np.where(lam > 0, lam**2, 0.0)  # open to the left: truncated at lambda = -1
+    adam = 0.5 * lam**2  # level 0.05 -> |lambda| = sqrt(0.1): width 0.632, exact
+    _fake_restarts(tmp_path, {("adam", 0): adam, ("sgd", 0): sgd}, a)
+    c5 = {c.number: c for c in evaluate_claims(tmp_path)}[5]
+    run = c5.values["per_run"]["sgd@0"]
+    assert run["lower_bound"] and run["truncated_left"] and not run["truncated_right"]
+    assert run["width_distance"] == pytest.approx(1.0 + np.sqrt(0.1), abs=2e-3)  # >= , a bound
+    assert c5.values["per_run"]["adam@0"]["width_distance"] == pytest.approx(2 * np.sqrt(0.1),
+                                                                              abs=2e-3)
+    # Adam's exact 0.632 is below SGD's bound 1.316: SGD may only be wider still -> Adam is
+    # not wider, decided. Swap the roles and the bound cannot decide.
+    assert c5.held is False
+    _fake_restarts(tmp_path / "b", {("adam", 0): sgd, ("sgd", 0): adam}, a)
+    c5b = {c.number: c for c in evaluate_claims(tmp_path / "b")}[5]
+    assert c5b.held is True  # Adam's lower bound 1.316 > SGD's exact 0.632
+    _fake_restarts(tmp_path / "c", {("adam", 0): sgd, ("sgd", 0): sgd * 2}, a)
+    c5c = {c.number: c for c in evaluate_claims(tmp_path / "c")}[5]
+    assert c5c.held is None and "lower bound" in c5c.reason and "sgd@0" in c5c.reason
+    assert ">= " in c5c.measured
+
+
+def test_claim5_widened_profile_gives_the_exact_width(tmp_path) -> None:
+    # The same open SGD basin, widened past lambda = -1 to -4 where the loss rises again:
+    # the basin closes at lambda = -2 - sqrt(0.1)... exactly where (lambda + 2)^2 hits 0.1.
+    a = np.linspace(0, 2, 201)
+    lam = 1.0 - a
+    sgd = np.where(lam > 0, lam**2, 0.0)
+    far_lam = np.linspace(-4.0, -1.0, 301)[:-1]
+    far_loss = np.where(far_lam < -2.0, (far_lam + 2.0) ** 2, 0.0)
+    _fake_restarts(tmp_path, {("adam", 0): 0.5 * lam**2, ("sgd", 0): sgd}, a,
+                   far={("sgd", 0): (far_lam, far_loss)})
+    c5 = {c.number: c for c in evaluate_claims(tmp_path)}[5]
+    run = c5.values["per_run"]["sgd@0"]
+    assert not run["lower_bound"] and run["grid"][0] == pytest.approx(-4.0)
+    assert run["width_distance"] == pytest.approx(2.0 + 2 * np.sqrt(0.1), abs=2e-3)
+    assert run["width_alpha"] == pytest.approx(run["width_distance"])  # D = 1
+    assert c5.held is False and c5.reason == ""
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ((2.0, False), (1.0, False), True), ((1.0, False), (2.0, False), False),
+    ((2.0, True), (1.0, False), True),   # a's bound already exceeds b
+    ((1.0, True), (2.0, False), None),   # a could be wider still
+    ((1.0, False), (2.0, True), False),  # b is at least 2
+    ((3.0, False), (2.0, True), None),   # b could be wider than 3
+    ((3.0, True), (2.0, True), None),
+])
+def test_compare_wider_with_lower_bounds(a, b, expected) -> None:
+    assert _compare_wider(a, b) is expected
+
+
+# --- Claim 7: bumps, not total variation ---------------------------------------------------
+
+
+def _one_barrier_and_three_bumps() -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0, 1, 91)
+    one = 2.0 * np.exp(-(((t - 0.5) / 0.05) ** 2))  # the paper's with-BN shape
+    three = sum((2.0 / 9.0) * np.exp(-(((t - c) / 0.05) ** 2)) for c in (0.2, 0.5, 0.8))
+    return one, three
+
+
+def test_bumps_rank_three_small_bumps_above_one_barrier() -> None:
+    one, three = _one_barrier_and_three_bumps()
+    # The old measure got it backwards: 4.0 for the barrier against 1.33 for three bumps.
+    assert excess_variation(one) == pytest.approx(4.0, abs=1e-3)
+    assert excess_variation(three) == pytest.approx(4.0 / 3.0, abs=1e-3)
+    assert count_bumps(one, BARRIER_EPS, BUMP_REL) == 1
+    assert count_bumps(three, BARRIER_EPS, BUMP_REL) == 3
+    np.testing.assert_allclose(bump_prominences(three), 2.0 / 9.0, rtol=1e-3)
+
+
+def test_bump_prominence_by_hand() -> None:
+    # A tall bump (peak 5, saddles 0 and 1) with a ripple on its flank (2.2 over a dip at 2.0)
+    y = np.array([0.0, 2.0, 2.2, 2.0, 5.0, 1.0, 1.5, 1.0])
+    np.testing.assert_allclose(bump_prominences(y), [0.2, 4.0, 0.5])
+    assert count_bumps(y, 0.3) == 2 and count_bumps(y, 0.0, rel_floor=0.05) == 2  # 0.25
+    assert count_bumps(y, 0.0, rel_floor=0.1) == 1  # 10 % of the range 5: 0.5 is not above
+    assert count_bumps(np.linspace(3, 0, 9)) == 0  # monotone: ends are not bumps
+    assert count_bumps(np.array([0.0, 1.0, 1.0, 1.0, 0.0]), 0.5) == 1  # a flat top once
+    assert count_bumps(np.array([0.0, 1.0, 0.99999, 1.0, 0.0]), 0.01) == 1  # noise: one bump
+
+
+# --- Claim 8: equal epochs and equal gradient evaluations ----------------------------------
+
+
+def _curve_frame(evals_per_epoch: int, acc: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": range(len(acc)), "train_accuracy": acc,
+                         "gradient_evaluations": [evals_per_epoch * e for e in range(len(acc))]})
+
+
+def test_accuracy_at_equal_evaluations_by_hand() -> None:
+    rk = _curve_frame(20, [0.1, 0.6, 0.8, 0.9, 0.95])
+    # At 10, 20, 30, 40 evaluations: 0.35 (halfway to epoch 1), 0.6, 0.7, 0.8.
+    got = mean_accuracy_at_evaluations(rk.gradient_evaluations, rk.train_accuracy,
+                                       np.array([10, 20, 30, 40]))
+    assert got == pytest.approx((0.35 + 0.6 + 0.7 + 0.8) / 4)
+    with pytest.raises(ValueError, match="past the curve"):
+        mean_accuracy_at_evaluations(rk.gradient_evaluations, rk.train_accuracy, np.array([90]))
+
+
+def test_claim8_compares_at_equal_epochs_and_equal_evaluations() -> None:
+    sgd = [0.1, 0.5, 0.7, 0.8, 0.85]          # one gradient per step, 10 per epoch
+    frames = {"sgd": _curve_frame(10, sgd), "sgd-2lr": _curve_frame(10, [0.1, 0.55, 0.7, 0.8, 0.85]),
+              "rk2-heun": _curve_frame(20, [0.1, 0.6, 0.8, 0.9, 0.95]),
+              "rk2-ralston": _curve_frame(20, [0.1, 0.65, 0.85, 0.9, 0.95]),
+              "rk2-midpoint": _curve_frame(20, [0.1, 0.3, 0.4, 0.5, 0.6]),
+              "adam": _curve_frame(10, [0.1, 0.8, 0.9, 0.95, 0.97]),
+              "adam+rk2-heun": _curve_frame(20, [0.1, 0.7, 0.85, 0.9, 0.95])}
+    c8 = claim8_from_metrics(frames)
+    assert c8.values["score"]["rk2-heun"] == pytest.approx((0.6 + 0.8 + 0.9 + 0.95) / 4)
+    # Equal evaluations: the common budget is 40 (SGD's 4 epochs), read at 10, 20, 30, 40.
+    assert c8.values["evaluation_budget"] == 40
+    assert c8.values["score_equal_evaluations"]["sgd"] == pytest.approx((0.5 + 0.7 + 0.8 + 0.85) / 4)
+    assert c8.values["score_equal_evaluations"]["rk2-heun"] == pytest.approx(
+        (0.35 + 0.6 + 0.7 + 0.8) / 4)
+    assert all(c8.values["equal_epochs"].values())  # Heun wins per epoch...
+    assert not c8.values["equal_evaluations"]["heun>sgd"]  # ...but not per gradient
+    assert c8.held is False and "heun>sgd (equal evaluations)" in c8.measured
+    # A Heun that also wins per gradient evaluation: the claim holds.
+    frames["rk2-heun"] = _curve_frame(20, [0.1, 0.9, 0.95, 0.97, 0.98])
+    frames["rk2-ralston"] = _curve_frame(20, [0.1, 0.9, 0.95, 0.97, 0.98])
+    assert claim8_from_metrics(frames).held is True
+    # The SGD x2 control counts: a doubled-lr SGD as good as Heun defeats the claim.
+    frames["sgd-2lr"] = _curve_frame(10, [0.1, 0.95, 0.97, 0.98, 0.99])
+    c8 = claim8_from_metrics(frames)
+    assert c8.held is False and not c8.values["equal_epochs"]["heun>sgd-2lr"]
+    assert "SGD x2" in c8.paper or "SGD x2" in c8.threshold
+
+
+def test_claim8_names_a_run_that_never_trained() -> None:
+    frames = {m: _curve_frame(20 if "rk2" in m else 10, [0.1, 0.5, 0.7, 0.8, 0.85])
+              for m in ("sgd", "sgd-2lr", "rk2-heun", "rk2-ralston", "rk2-midpoint", "adam",
+                        "adam+rk2-heun")}
+    grown = pd.DataFrame({"epoch": range(3), "train_loss": [2.31, 9.0, 26.4],
+                          "train_accuracy": [0.1, 0.1, 0.1]})
+    outcome = training_outcome("finished", grown, chance=0.1).as_dict()
+    c8 = claim8_from_metrics(frames, {"rk2-midpoint": outcome})
+    assert "rk2-midpoint did not train" in c8.reason and "never trained" in c8.reason
+
+
+# --- Run outcomes and claim 9 --------------------------------------------------------------
+
+
+def _frame(losses: list[float], accs: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": range(len(losses)), "train_loss": losses,
+                         "train_accuracy": accs})
+
+
+def test_training_outcomes() -> None:
+    assert training_outcome("finished", _frame([2.3, 0.5], [0.1, 0.9]), 0.1).outcome == "trained"
+    at_chance = training_outcome("finished", _frame([2.3, 2.29], [0.1, 0.15]), 0.1)
+    assert at_chance.outcome == "did not train" and "chance" in at_chance.reason
+    grew = training_outcome("finished", _frame([2.31, 26.4], [0.1, 0.5]), 0.1)
+    assert grew.outcome == "did not train" and "2.31 -> 26.4" in grew.reason
+    # No chance level known (a custom model): the loss alone decides.
+    assert training_outcome("finished", _frame([2.3, 2.0], [0.1, 0.12]), None).outcome == "trained"
+    nan = training_outcome("finished", _frame([2.3, float("nan")], [0.1, 0.1]), 0.1)
+    assert nan.outcome == "diverged"
+    assert training_outcome("diverged", _frame([2.3, 2.0], [0.1, 0.3]), 0.1).outcome == "diverged"
+    assert training_outcome("running", _frame([2.3], [0.1]), 0.1).outcome == "running"
+
+
+def _init_run(bn: bool, outcome: str, variation: float = 0.001) -> dict:
+    return {"batch_norm": bn, "outcome": outcome, "why": f"({outcome})", "train_accuracy": 0.1,
+            "probe_variation": variation, "distance_moved": 1.0}
+
+
+def test_claim9_diverged_is_not_does_not_train() -> None:
+    runs = {"N(-10, 0.01), bn=False": _init_run(False, "did not train"),
+            "N(-1, 1), bn=False": _init_run(False, "did not train"),
+            "N(-1, 1), bn=True": _init_run(True, "trained", 0.2)}
+    assert claim9_from_runs(runs, 0.1).held is True
+    runs["N(-1, 1), bn=False"] = _init_run(False, "diverged")
+    c9 = claim9_from_runs(runs, 0.1)
+    assert c9.held is None and "diverged" in c9.reason and "diverged" in c9.measured
+    runs["N(-10, 0.01), bn=False"] = _init_run(False, "trained")
+    assert claim9_from_runs(runs, 0.1).held is False  # a trained run contradicts the claim
+    runs = {"N(-1, 1), bn=False": _init_run(False, "did not train", variation=0.5)}
+    assert claim9_from_runs(runs, 0.1).held is False  # not a plateau
+
+
+def test_every_claim_states_the_papers_number() -> None:
+    assert set(PAPER) == set(CLAIMS) and all(PAPER.values())
+    assert "0.16" in PAPER[2] and "1/3" in PAPER[2]

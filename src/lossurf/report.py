@@ -4,7 +4,9 @@
 ``OUT/figures/<recipe>-<key>.png/.pdf`` (:func:`lossurf.plots.draw`), reads ``OUT/claims.json``
 and writes ``OUT/report.html``:
 
-- a reproduction table, claim by claim, with a HELD / NOT HELD / NOT TESTED badge;
+- a reproduction table, claim by claim: the paper's number next to ours, the threshold, a
+  HELD / NOT HELD / INCONCLUSIVE / NOT TESTED verdict and why; then the runs that did not
+  train or diverged (``OUT/training.json``);
 - one section per recipe in the paper's order (4.1-4.4, A.4-A.6), each figure with its title,
   caption, clipping note and a link to its PDF, and interactive 3-D surfaces;
 - each recipe's settings and provenance (config, versions, command, checkpoint hashes, wall
@@ -49,6 +51,7 @@ th{background:#f3f3f3}
  font-size:.85em;white-space:nowrap}
 .held{background:#1a7f37;color:#fff}.not-held{background:#cf222e;color:#fff}
 .not-tested{background:#d0d7de;color:#24292f}
+.inconclusive{background:#bf8700;color:#fff}
 .error{background:#fff4f4;border:1px solid #cf222e;padding:.5em;border-radius:4px}
 .note{color:#8a4b00}
 details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
@@ -86,11 +89,13 @@ def find_results(out: Path, problems: list[str] | None = None) -> list[RecipeRes
     return sorted(results, key=rank)
 
 
-def _badge(held: bool | None) -> str:
+def _badge(held: bool | None, tested: bool = False) -> str:
     if held is True:
         return '<span class="badge held">HELD</span>'
     if held is False:
         return '<span class="badge not-held">NOT HELD</span>'
+    if tested:
+        return '<span class="badge inconclusive">INCONCLUSIVE</span>'
     return '<span class="badge not-tested">NOT TESTED</span>'
 
 
@@ -103,16 +108,44 @@ def _claims_table(out: Path, ran: set[str]) -> str:
     rows = []
     for c in sorted(claims, key=lambda c: c.number):
         # the verdict is claims.json's (computed from the data); a claim whose recipe did not
-        # run is not tested whatever the file says
-        held = c.held if c.recipe in ran else None
+        # run is not tested whatever the file says; one whose recipe ran but whose data cannot
+        # decide it is inconclusive, and "why" says what is missing
+        tested = c.recipe in ran
+        held = c.held if tested else None
+        why = c.reason if tested else f"the {c.recipe} recipe did not run"
         rows.append(
             f'<tr id="claim-{_e(c.number)}"><td>{_e(c.number)}</td><td>{_e(c.claim)}</td>'
-            f"<td>{_e(c.quantity)}</td><td>{_e(c.measured)}</td><td>{_badge(held)}</td>"
+            f"<td>{_e(c.quantity)}</td><td>{_e(c.paper)}</td><td>{_e(c.measured)}</td>"
+            f"<td>{_e(c.threshold)}</td><td>{_badge(held, tested)}</td><td>{_e(why)}</td>"
             f"<td>{_e(c.recipe)}</td></tr>"
         )
     return ("<table><tr><th>#</th><th>claim of the paper</th><th>quantity that tests it</th>"
-            "<th>measured here</th><th>held?</th><th>recipe</th></tr>" + "".join(rows)
-            + "</table>")
+            "<th>the paper's number</th><th>measured here</th><th>threshold</th>"
+            "<th>verdict</th><th>why</th><th>recipe</th></tr>" + "".join(rows)
+            + "</table>" + _outcomes_table(out))
+
+
+def _outcomes_table(out: Path) -> str:
+    """Runs the claims rest on that did not train or diverged (``OUT/training.json``)."""
+    path = out / "training.json"
+    if not path.is_file():
+        return ""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return f'<p class="error">training.json could not be read: {_e(err)}</p>'
+    bad = [r for r in rows if r.get("outcome") != "trained"]
+    if not bad:
+        return (f'<p>All {len(rows)} runs behind these claims trained (none at chance, none '
+                "with a growing loss, none diverged).</p>")
+    body = "".join(
+        f"<tr><td>{_e(r.get('recipe'))}</td><td>{_e(r.get('run'))}</td>"
+        f"<td>{_e(r.get('status'))}</td><td><b>{_e(r.get('outcome'))}</b></td>"
+        f"<td>{_e(r.get('reason'))}</td></tr>" for r in bad)
+    return ('<h3 id="untrained-runs">Runs that did not train</h3><p class="note">These runs '
+            "never trained (accuracy at chance, or the loss grew) or diverged; a claim that "
+            "compares them says nothing about their method.</p><table><tr><th>recipe</th>"
+            "<th>run</th><th>status</th><th>outcome</th><th>why</th></tr>" + body + "</table>")
 
 
 def _img(path: Path, alt: str, width_in: float) -> str:

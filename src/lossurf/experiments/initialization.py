@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lossurf import models
+from lossurf.analysis.training import chance_accuracy, training_outcome
 from lossurf.experiments.common import Context, run_label
 from lossurf.experiments.result import FigureSpec, RecipeResult
 
@@ -41,10 +42,24 @@ def run(ctx: Context) -> RecipeResult:
                    "final_train_loss": float(metrics["train_loss"].iloc[-1]),
                    "final_train_accuracy": float(metrics["train_accuracy"].iloc[-1]),
                    "distance_moved": float(metrics["distance_from_init"].iloc[-1])}
-            end = run_name if row["status"] == "finished" else f"{run_name}:epoch=0"
-            _, row["line"] = ctx.surface("line", f"{key}-line", exp, [exp.init_label(seed), end],
-                                         steps=p.surface.line_steps)
-            lines.append({"label": label, "surface": row["line"], "group": tag})
+            outcome = training_outcome(row["status"], metrics,
+                                       chance_accuracy(exp.config.model.options))
+            row["outcome"], row["outcome_reason"] = outcome.outcome, outcome.reason
+            # The line ends where training ended: the final weights, or for a run that
+            # diverged its last saved epoch (never the init itself: a line from the init to
+            # itself is no line); a run with no saved epoch gets none.
+            end = run_name if row["status"] == "finished" else None
+            if end is None:
+                saved = [e for e in exp.layout.epochs_saved(run_name) if e > 0]
+                end = f"{run_name}:epoch={saved[-1]}" if saved else None
+            row["line_end"] = end
+            row["line"] = None
+            if end is not None:
+                _, row["line"] = ctx.surface("line", f"{key}-line", exp,
+                                             [exp.init_label(seed), end],
+                                             steps=p.surface.line_steps)
+                lines.append({"label": label if end == run_name else f"{label} ({end})",
+                              "surface": row["line"], "group": tag})
             # The plateau probe: a short step from the exotic init toward a default one.
             default = models.build(exp.config.model.model_copy(update={"init": type(init)()}),
                                    seed=seed).state_dict()

@@ -36,8 +36,10 @@ A :class:`FigureSpec` names a figure ``kind`` the report knows how to draw, and 
                 "group": column | null}``.
 
 ``OUT/claims.json`` (written after all recipes, see :mod:`lossurf.analysis.claims`) lists
-:class:`Claim` records: the paper's claim, the quantity that tests it, the value measured here
-and whether it held, all computed from the data, never written by hand.
+:class:`Claim` records: the paper's claim, the quantity that tests it, the paper's number and
+the value measured here side by side, the threshold, and whether it held (or why it cannot be
+decided), all computed from the data, never written by hand. ``OUT/training.json`` lists every
+run of every recipe with its outcome (trained, did not train, diverged) and why.
 """
 
 from __future__ import annotations
@@ -107,15 +109,25 @@ class RecipeResult:
 
 @dataclass
 class Claim:
-    """One claim of the paper and what this run measured for it."""
+    """One claim of the paper and what this run measured for it.
+
+    ``paper`` is the paper's own number (or what it shows, where it gives none), next to
+    ``measured`` (ours) and ``threshold`` (the rule that turns ours into ``held``). ``held`` is
+    None when the claim was not tested (its recipe did not run) or the data cannot decide it
+    (inconclusive); ``reason`` then says why, and otherwise notes what the verdict rests on
+    (e.g. a run that never trained).
+    """
 
     number: int
     claim: str
     quantity: str
     measured: str
-    held: bool | None  # None: not tested by the recipes that ran
+    held: bool | None  # None: not tested, or inconclusive (see reason)
     recipe: str
     values: dict[str, Any] = field(default_factory=dict)
+    paper: str = ""
+    threshold: str = ""
+    reason: str = ""
 
     @staticmethod
     def save_all(claims: list["Claim"], path: Path) -> None:
