@@ -259,6 +259,50 @@ def demo(
     typer.echo(f"report: {path}")
 
 
+@app.command()
+def hessian(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    runs: list[str] = typer.Argument(..., help="End points: init, RUN, RUN:epoch=N, RUN@seedS (one row each)."),
+    top: int = typer.Option(5, "--top", help="Number of top eigenpairs (Lanczos); 0 for none."),
+    trace: bool = typer.Option(False, "--trace", help="Estimate the trace (Hutchinson)."),
+    density: bool = typer.Option(False, "--density", help="Estimate the eigenvalue density (SLQ)."),
+    sharpness: Optional[list[float]] = typer.Option(None, "--sharpness", help="Keskar eps-sharpness at this eps (repeatable; default 1e-3; 0 for none)."),
+    tol: float = typer.Option(1e-4, "--tol", help="Lanczos relative residual tolerance."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random start vector and probe."),
+    subset: Optional[int] = typer.Option(512, "--subset", help="Fixed, seeded subset of N training examples."),
+    split: str = _SPLIT, out: Optional[Path] = typer.Option(None, "--out", "-o", help="zarr store (default: EXP_DIR/hessian/...); with several end points, a folder of stores."),
+    device: Optional[str] = _DEVICE,
+) -> None:
+    """Hessian of the loss at end points: top eigenvalues, trace, density, eps-sharpness, basin width."""
+    from lossurf import hessian as hess
+    from lossurf.experiment import endpoint_attrs, load_experiment
+    from lossurf.hessian.table import comparison_rows, format_table
+
+    experiment = load_experiment(exp_dir)
+    points = [experiment.resolve(r) for r in runs]
+    eps = [e for e in (sharpness or [1e-3]) if e != 0]
+    results, basins = {}, {}
+    for point in points:
+        safe = point.label.replace(":", "_").replace("=", "")
+        name = f"hessian-{safe}-{split}-n{subset or 'all'}.zarr"
+        store = (out if len(points) == 1 else out / name) if out is not None else (
+            experiment.path / "hessian" / name)
+        with _resumable():
+            results[point.label] = hess.analyze(
+                experiment.model(), point.weights, experiment.dataset(), top=top or None,
+                tol=tol, trace=trace, density=density, sharpness=eps, seed=seed,
+                split=split, subset=subset or None, device=device or experiment.config.device, store=store,
+                attrs={"experiment": str(experiment.path), **endpoint_attrs([point])})
+        init = experiment.init_label(experiment.seed_of(point.run)) if point.checkpoint != "init" else None
+        basin = experiment.path / "surfaces" / f"basin-{safe}-{init}-{split}.zarr"
+        if init is not None and basin.is_dir():
+            import xarray as xr
+
+            basins[point.label] = xr.open_zarr(basin).load()
+        typer.echo(f"{point.label}: written to {store}")
+    typer.echo(format_table(comparison_rows(results, basins)))
+
+
 def main() -> None:
     """Entry point of the ``lossurf`` console script."""
     try:

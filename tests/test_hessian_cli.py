@@ -1,0 +1,77 @@
+"""`lossurf hessian` in a subprocess on a tiny trained digits experiment."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import lossurf
+from lossurf import hessian
+from lossurf.config import parse_config
+from lossurf.engine import train_experiment
+
+
+@pytest.fixture(scope="module")
+def experiment_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    config = parse_config({
+        "data": {"name": "digits", "max_train": 128, "max_test": 64},
+        "model": {"name": "cnn-small"},
+        "epochs": 2, "batch_size": 32, "eval_subset": 64, "checkpoint_every": 1,
+        "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.003}],
+    })
+    train_experiment(config, out)
+    return out
+
+
+def _lossurf(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lossurf.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_hessian_table_for_several_end_points(experiment_dir, tmp_path, cli):
+    code, _, err = cli("surface", "basin", experiment_dir, "--run", "sgd", "--steps", "5",
+                       "--subset", "32", "--no-progress")
+    assert code == 0, err
+    done = _lossurf("hessian", experiment_dir, "sgd", "adam:epoch=1", "--top", "2", "--trace",
+                    "--density", "--subset", "64", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    header = next(line for line in done.stdout.splitlines() if line.startswith("end point"))
+    for column in ("top eigenvalue", "trace", "eps-sharpness(0.001) %", "basin width"):
+        assert column in header
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[-2:]}
+    assert set(rows) == {"sgd", "adam:epoch=1"}
+    assert rows["adam:epoch=1"].rstrip().endswith("-")  # no basin surface for it
+    # the printed top eigenvalue is the stored one, which matches an independent in-memory run
+    store = tmp_path / "hessian-sgd-train-n64.zarr"
+    ds = xr.open_zarr(store, group="topk", consolidated=False)
+    assert f"{float(ds.eigenvalues[0]):.6g}" in rows["sgd"]
+    experiment = lossurf.load_experiment(experiment_dir)
+    again = hessian.top_eigenpairs(experiment.model(), experiment.weights("sgd"),
+                                           experiment.dataset(), k=2, subset=64)
+    np.testing.assert_allclose(again.eigenvalues.values, ds.eigenvalues.values, rtol=1e-9)
+    attrs = hessian.load(store).attrs
+    assert attrs["anchor_labels"] == ["sgd"] and len(attrs["anchor_file_sha256"][0]) == 64
+    assert attrs["data"].startswith("digits/train n=64") and attrs["dtype"] == "float32"
+    # a second run reuses the stored parts and prints the same table
+    second = _lossurf("hessian", experiment_dir, "sgd", "adam:epoch=1", "--top", "2", "--trace",
+                      "--density", "--subset", "64", "--out", tmp_path)
+    assert second.returncode == 0 and second.stdout == done.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["lion"], "unknown end point 'lion'"),
+    (["adam:epoch=7"], "no checkpoint for epoch 7"),
+    (["adam", "--top", "0", "--sharpness", "0"], "nothing to compute"),
+    (["adam", "--top", "100000"], "k must be an integer from 1"),
+])
+def test_bad_hessian_requests_exit_2_with_one_line(experiment_dir, tmp_path, cli, args, message):
+    code, _, err = cli("hessian", experiment_dir, *args, "--out", tmp_path / "h.zarr")
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert re.search(message, err)
