@@ -17,6 +17,12 @@ and keep the best of each (the machine is shared).
 
     pip install -r benchmarks/requirements-hessian.txt
     python benchmarks/hessian.py [--rounds 5] [--threads 1] [--subset 512]
+
+Measured on the shared 2-core CPU (1 thread, torch 2.13, pyhessian 0.1; three runs under varying
+load): one HVP = 2.7-3.6 gradients by double backward, 2.7-5.0 by forward-over-reverse, 1.2-1.8
+with the gradient's graph reused (the default here); top eigenvalue 2.696724 by Lanczos (6 HVPs,
+7.8e-7 from the tol-1e-8 reference) against PyHessian's 2.695359 (5.1e-4 from it), lossurf taking
+0.66-0.78 of PyHessian's time.
 """
 
 from __future__ import annotations
