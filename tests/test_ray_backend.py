@@ -277,3 +277,48 @@ def test_bad_options_name_the_problem(backend):
         make_backend("ray", adress="auto")
     with pytest.raises(LossurfError, match="unknown backend 'dask'.*local.*ray"):
         make_backend("dask")
+
+
+def _closed_port() -> int:
+    """A local port where nothing listens (bound, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_address_where_nothing_listens_fails_before_ray_init(monkeypatch):
+    def never(**kwargs):  # ray.init retries such an address for minutes
+        raise AssertionError("ray.init was reached")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", never)
+    port = _closed_port()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(LossurfError, match=rf"could not reach the Ray cluster at '{address}' \(.*\); start it"):
+            make_backend("ray", address=address)
+    for address in ("nonsense", "host:", ":6379", "host:99999"):
+        with pytest.raises(LossurfError, match=r"is not auto, HOST:PORT or ray://HOST:PORT"):
+            make_backend("ray", address=address)
+
+
+def test_the_cli_reports_an_unreachable_address_and_writes_nothing(tmp_path):
+    import subprocess
+
+    import yaml
+
+    config = tmp_path / "e.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"name": "digits", "max_train": 64, "max_test": 32}, "model": {"name": "mlp"},
+        "epochs": 1, "runs": [{"optimizer": "sgd", "lr": 0.1}],
+    }))
+    # The timeout only guards against the hang this test is about; it asserts no duration.
+    done = subprocess.run(
+        [sys.executable, "-c", "from lossurf.cli import main; main()", "train", str(config),
+         "--out", str(tmp_path / "o"), "--backend", "ray", "--address", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: could not reach the Ray cluster at '127.0.0.1:1'")
+    assert not (tmp_path / "o").exists()

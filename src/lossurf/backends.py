@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -113,6 +114,39 @@ def _run_task(fn_box: list, item: Any, threads: int) -> tuple[Any, float, float,
     return result, time.perf_counter() - began, time.process_time() - cpu, os.getpid()
 
 
+#: Seconds to wait for a TCP connection to a cluster's address before calling it unreachable.
+CONNECT_TIMEOUT = 5.0
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail fast if nothing accepts a connection at ``HOST:PORT`` (or ``ray://HOST:PORT``).
+
+    ``ray.init`` retries an address where nothing listens for minutes, logging a warning every
+    few seconds; a plain TCP connect answers in milliseconds (refused) or ``timeout`` seconds
+    (dropped). ``auto`` is left to Ray, which fails at once when it finds no cluster.
+    """
+    target = address.removeprefix("ray://")
+    if target == "auto":
+        return
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LossurfError(
+            f"Ray address {address!r} is not auto, HOST:PORT or ray://HOST:PORT; "
+            "pass e.g. --address 10.0.0.5:6379"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        why = f"no answer in {timeout:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise LossurfError(
+            f"could not reach the Ray cluster at {address!r} ({why}); start it "
+            "with `ray start --head` (and `ray start --address HEAD:6379` on workers), "
+            "or drop --address to start a local one"
+        ) from None
+
+
 def _positive(name: str, value: Any, minimum: float, integer: bool) -> None:
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
@@ -166,6 +200,7 @@ class RayBackend:
             # (someone else's, on a shared one); RAY_ADDRESS is the usual way to mean that.
             address = address or os.environ.get("RAY_ADDRESS") or None
             if address:
+                _check_reachable(address)
                 try:
                     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
                 except (ConnectionError, ValueError, RuntimeError) as err:

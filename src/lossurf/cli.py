@@ -2,6 +2,9 @@
 
 User errors (:class:`~lossurf.errors.LossurfError`) print one line and exit with code 2; an
 interrupt exits with code 130 and a reminder that running the same command again resumes.
+
+Only typer is imported here: torch, xarray and the rest load inside the command that needs
+them, so ``lossurf --help`` (and every ``COMMAND --help``) answers in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -12,10 +15,38 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from lossurf.errors import EXIT_USER_ERROR, LossurfError
 
+
+def _tidy_help(params: list) -> list:
+    """Flags (``--progress/--no-progress``, ``--help``) show no ``<bool>`` value; arguments
+    show their name in capitals (``EXP_DIR``), as the docstrings call them."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()
+    return params
+
+
+class _Group(TyperGroup):
+    """A command group whose own help and its commands' help go through :func:`_tidy_help`;
+    commands added later with ``@app.command()`` get it too."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        return _tidy_help(super().get_params(ctx))
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[no-untyped-def]
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not isinstance(command, _Group):
+            _tidy_help(command.get_params(ctx))
+        return command
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Loss surfaces of deep networks: train with many optimizers from one initialization, "
@@ -41,28 +72,43 @@ def _root() -> None:
 @app.command()
 def train(
     experiment: Path = typer.Argument(..., help="Experiment YAML file (see examples/digits.yaml)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Experiment directory to write (or resume)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Experiment directory to write (or resume); required unless --check."),
     run: Optional[list[str]] = typer.Option(None, "--run", help="Train only these runs (repeatable)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Override data.data_dir."),
-    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device (cpu, cuda)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Override the config's device: cpu, cuda, cuda:N or mps."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per run."),
     backend: str = typer.Option("local", "--backend", help="Where runs train: local | ray (one task per run)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto or host:port)."),
+    check: bool = typer.Option(False, "--check", help="Only check the file, data, model, optimizers and device; write nothing."),
 ) -> None:
     """Train every run of EXPERIMENT into OUT; running it again resumes what was interrupted."""
-    from lossurf.config import load_config
+    from lossurf.config import load_config, parse_config
+
+    config = load_config(experiment)
+    overrides: dict = {}
+    if data_dir is not None:
+        overrides["data"] = {**config.data.model_dump(), "data_dir": data_dir}
+    if device is not None:
+        overrides["device"] = device
+    if overrides:  # validated like the file's own fields (a bogus --device is named)
+        config = parse_config({**config.model_dump(), **overrides}, "the command line")
+    if check:
+        from lossurf.checks import check_experiment
+
+        typer.echo(check_experiment(config).summary())
+        return
+    if out is None:
+        raise LossurfError("train needs --out DIR, the experiment directory to write (or --check to only validate)")
+
+    from lossurf.devices import check_device
     from lossurf.engine import train_experiment
     from lossurf.progress import training_progress
 
-    config = load_config(experiment)
-    if data_dir is not None:
-        config = config.model_copy(update={"data": config.data.model_copy(update={"data_dir": data_dir})})
-    if device is not None:
-        config = config.model_copy(update={"device": device})
+    check_device(config.device)  # before anything is written: a bad device would be saved
+    runner = None if backend == "local" else _backend(backend, address, config.device)
     with _resumable(), training_progress(progress) as report:
         statuses = train_experiment(
-            config, out, runs=run, report=report, command=" ".join(sys.argv),
-            backend=None if backend == "local" else _backend(backend, address, config.device),
+            config, out, runs=run, report=report, command=" ".join(sys.argv), backend=runner,
         )
     for name, status in statuses.items():
         detail = f" at epoch {status['diverged_epoch']}" if status["status"] == "diverged" else ""
@@ -70,7 +116,7 @@ def train(
     typer.echo(f"results in {out}")
 
 
-surface_app = typer.Typer(no_args_is_help=True, help="Loss and accuracy along lines, basins and planes.")
+surface_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Loss and accuracy along lines, basins and planes.")
 app.add_typer(surface_app, name="surface")
 
 # Options shared by every surface command, defined once.
@@ -78,7 +124,7 @@ _BN = typer.Option("recompute", "--bn", help="Batch-norm statistics: recompute |
 _SUBSET = typer.Option(None, "--subset", help="Evaluate a fixed, seeded subset of N examples.")
 _SPLIT = typer.Option("train", "--split", help="Data split to evaluate: train | test.")
 _OUT = typer.Option(None, "--out", "-o", help="zarr store to write (default: EXP_DIR/surfaces/...).")
-_DEVICE = typer.Option(None, "--device", help="cpu, cuda, ... (default: the experiment's device).")
+_DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N or mps (default: the experiment's device).")
 _BACKEND = typer.Option("local", "--backend", help="Where grid chunks run: local | ray.")
 _ADDRESS = typer.Option(None, "--address", help="Ray cluster to join (auto or host:port).")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
@@ -102,9 +148,11 @@ def _surface_run(
     address: Optional[str], progress: bool,
 ) -> None:
     """Resolve end points in an experiment, evaluate with ``call``, print where it went."""
+    from lossurf.devices import check_device
     from lossurf.experiment import endpoint_attrs, load_experiment
 
     experiment = load_experiment(exp_dir)
+    device = str(check_device(device or experiment.config.device))  # before the store is made
     points = [experiment.resolve(p) for p in endpoints]
     if out is None:
         safe = "-".join(p.label.replace(":", "_").replace("=", "") for p in points)
@@ -113,10 +161,8 @@ def _surface_run(
     with _resumable():
         result = call(
             experiment.model(), [p.weights for p in points], experiment.dataset(),
-            bn=bn, subset=subset, split=split, store=out, attrs=attrs,
-            device=device or experiment.config.device,
-            backend=_backend(backend, address, device or experiment.config.device),
-            progress=progress,
+            bn=bn, subset=subset, split=split, store=out, attrs=attrs, device=device,
+            backend=_backend(backend, address, device), progress=progress,
         )
     loss = result["loss"].values
     typer.echo(f"{kind}: {loss.size} points, loss {float(loss.min()):.4f} .. {float(loss.max()):.4f}")
@@ -203,12 +249,14 @@ def distance(
 ) -> None:
     """Functional distance (paper eq. 4.1) and label disagreement between two end points."""
     from lossurf import load_experiment, surface
+    from lossurf.devices import check_device
 
     experiment = load_experiment(exp_dir)
+    device = str(check_device(device or experiment.config.device))
     a, b = experiment.resolve(first), experiment.resolve(second)
     result = surface.functional_distance(
         experiment.model(), a.weights, b.weights, experiment.dataset(), bn=bn, split=split,
-        subset=subset, device=device or experiment.config.device,
+        subset=subset, device=device,
     )
     typer.echo(f"functional distance  {result['fdist']:.6f}")
     typer.echo(f"label disagreement   {result['disagreement']:.6f}")
@@ -257,6 +305,17 @@ def demo(
     with _resumable():
         path = run_demo(out, progress=progress)
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def plot(
+    store: Path = typer.Argument(..., help="A surface zarr store (of `lossurf surface`, a recipe or the API)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file: .png, .pdf or .html (default: STORE with .png)."),
+) -> None:
+    """Draw a surface store: a line or basin profile, or a plane as 3-D surface and contour."""
+    from lossurf.plots import plot_store
+
+    typer.echo(f"figure: {plot_store(store, out)}")
 
 
 @app.command()
