@@ -362,6 +362,17 @@ def hessian(
     typer.echo(format_table(comparison_rows(results, basins)))
 
 
+@app.command()
+def plot(
+    store: Path = typer.Argument(..., help="A surface zarr store (of `lossurf surface`, a recipe or the API)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file: .png, .pdf or .html (default: STORE with .png)."),
+) -> None:
+    """Draw a surface store: a line or basin profile, or a plane as 3-D surface and contour."""
+    from lossurf.plots import plot_store
+
+    typer.echo(f"figure: {plot_store(store, out)}")
+
+
 def main() -> None:
     """Entry point of the ``lossurf`` console script."""
     try:

@@ -12,6 +12,7 @@ Public API::
     color_for(label) -> str                        the fixed colour of a method
     clip_values(values, ...) -> Clipped            clip divergent values for drawing
     surface_fragment(planes, div_id) -> str        interactive 3-D surfaces (HTML)
+    plot_store(store, out=None) -> Path            any surface store to PNG, PDF or HTML
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 from lossurf.plots.clip import Clipped, clip_values
 from lossurf.plots.draw import DRAWERS, DrawnFigure, draw
 from lossurf.plots.interactive import plotly_bundle, surface_fragment
+from lossurf.plots.store import plot_store
 from lossurf.plots.style import OPTIMIZER_COLORS, color_for
 
 __all__ = ["draw", "DrawnFigure", "DRAWERS", "color_for", "OPTIMIZER_COLORS", "clip_values",
-           "Clipped", "surface_fragment", "plotly_bundle"]
+           "Clipped", "surface_fragment", "plotly_bundle", "plot_store"]
