@@ -139,13 +139,14 @@ def _outcomes_table(out: Path) -> str:
         return (f'<p>All {len(rows)} runs behind these claims trained (none at chance, none '
                 "with a growing loss, none diverged).</p>")
     body = "".join(
-        f"<tr><td>{_e(r.get('recipe'))}</td><td>{_e(r.get('run'))}</td>"
+        f"<tr><td>{_e(r.get('recipe'))}</td>"
+        f"<td>{_e(Path(str(r.get('experiment', ''))).name)}</td><td>{_e(r.get('run'))}</td>"
         f"<td>{_e(r.get('status'))}</td><td><b>{_e(r.get('outcome'))}</b></td>"
         f"<td>{_e(r.get('reason'))}</td></tr>" for r in bad)
     return ('<h3 id="untrained-runs">Runs that did not train</h3><p class="note">These runs '
             "never trained (accuracy at chance, or the loss grew) or diverged; a claim that "
             "compares them says nothing about their method.</p><table><tr><th>recipe</th>"
-            "<th>run</th><th>status</th><th>outcome</th><th>why</th></tr>" + body + "</table>")
+            "<th>experiment</th><th>run</th><th>status</th><th>outcome</th><th>why</th></tr>" + body + "</table>")
 
 
 def _img(path: Path, alt: str, width_in: float) -> str:
