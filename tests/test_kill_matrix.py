@@ -1,0 +1,223 @@
+"""The kill matrix: SIGKILL the real command at many moments, run it again, get a clean run's bits.
+
+Each command (``lossurf train``, ``lossurf surface plane``, ``lossurf run optimizers``) runs
+once uninterrupted as the reference. Each kill point then starts the same command in its own
+copy of the inputs, with the progress display on (rich, drawing live bars into a non-TTY
+stderr), kills it with SIGKILL (its process group) a fixed delay after a deterministic event in
+its output directory (the k-th checkpoint, the k-th zarr chunk, a store's creation) or at a
+fixed time from the start, runs the same command again to completion and compares the whole
+output tree with the reference: every tensor bitwise, every metrics/table column bitwise (wall
+time aside), statuses, results and every zarr array bitwise (see ``tests/_kill.py``). The
+delays put the kill inside the work that follows the event (an epoch, a chunk), not only
+between two of them.
+
+The commands are independent processes, so the matrix runs two at a time (one per core of the
+CI machine); each kill point is then checked by its own test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+
+import numpy as np
+import torch
+import xarray as xr
+from safetensors.torch import save_file
+
+from _kill import (
+    KillPoint, KillResult, at, bar_drawn, compare_trees, copy_tree, files, kill_and_rerun, run,
+)
+
+# ---- lossurf train ------------------------------------------------------------------------
+
+# A small CNN on 400 digits, 40 minibatches per epoch: long enough (tens of ms per epoch) for a
+# delayed kill to land inside an epoch. sgd, an RK2 run and a switch run (sgd -> adam at 50 %).
+TRAIN_CONFIG = {
+    "name": "kill-matrix",
+    "data": {"name": "digits", "max_train": 400, "max_test": 100},
+    "model": {"name": "cnn-small"},
+    "seeds": [0],
+    "epochs": 4,
+    "batch_size": 10,
+    "eval_subset": 100,
+    "checkpoint_every": 1,
+    "threads": 1,
+    "runs": [
+        {"optimizer": "sgd", "lr": 0.1},
+        {"optimizer": "rk2-heun", "lr": 0.2},
+        {"optimizer": "sgd", "lr": 0.1, "switch": {"to": "adam", "lr": 0.001, "at": 0.5}},
+    ],
+}
+TRAIN = ["train", "experiment.yaml", "--out", "exp", "--progress"]
+
+
+# ---- lossurf surface plane ----------------------------------------------------------------
+
+# 11 x 11 points in chunks of two rows (22 points): six chunks, a few tenths of a second each.
+PLANE = ["surface", "plane", "exp", "--points", "init,sgd,rk2-heun", "--steps", "11",
+         "--subset", "128", "--out", "plane.zarr", "--progress"]
+
+
+# ---- lossurf run optimizers ---------------------------------------------------------------
+
+# Four methods, two seeds, two epochs of a BN MLP on 200 digits, 3-point planes, 5-point lines.
+RUN_PRESET = {
+    "name": "tiny",
+    "data": {"name": "digits", "max_train": 200, "max_test": 100},
+    "model": {"name": "mlp", "options": {"batch_norm": True, "hidden": [16]}},
+    "seeds": [0, 1],
+    "epochs": 2,
+    "batch_size": 50,
+    "eval_subset": 100,
+    "checkpoint_every": 2,
+    "threads": 1,
+    "methods": {
+        "sgd": {"optimizer": "sgd", "lr": 0.1},
+        "adam": {"optimizer": "adam", "lr": 0.001},
+        "adadelta": {"optimizer": "adadelta", "lr": 1.0},
+        "rk2-heun": {"optimizer": "rk2-heun", "lr": 0.2},
+    },
+    "surface": {"subset": 64, "bn_examples": 64, "line_steps": 5, "extended_steps": 5,
+                "basin_steps": 5, "plane_steps": 3},
+    "lr_search": {"epochs": 1},
+    "optimizers": {"methods": ["sgd", "adam", "adadelta", "rk2-heun"], "pairs": [["sgd", "adam"]],
+                   "bilinear_methods": ["sgd", "adam", "adadelta", "rk2-heun"]},
+    "restarts": {"methods": ["sgd", "adam"], "pairs": [["sgd", "adam"]]},
+    "switching": {"pairs": [["sgd", "adam"]], "fractions": [0.5]},
+    "batchnorm": {"methods": ["sgd", "adam"], "pairs": [["sgd", "adam"]]},
+    "init": {"method": "sgd", "inits": [{"scheme": "normal", "mean": -10.0, "std": 0.01}], "epochs": 1},
+    "runge_kutta": {"methods": ["sgd", "rk2-heun", "adam"]},
+}
+RUN = ["run", "optimizers", "--preset", "tiny.yaml", "--out", "out", "--progress"]
+
+
+# ---- the matrix ---------------------------------------------------------------------------
+
+POINTS = [
+    # lossurf train: start-up (imports, config, data), preparation, inside epochs, between files
+    KillPoint("train:startup", TRAIN, at(1.0)),
+    KillPoint("train:config-written", TRAIN, files("exp/experiment.yaml")),
+    KillPoint("train:init-written", TRAIN, files("exp/seeds/seed-0/init.safetensors")),
+    KillPoint("train:sgd-inside-epoch-2", TRAIN, files("exp/runs/sgd/epoch-0001.safetensors"), 0.02),
+    KillPoint("train:sgd-epoch-3-checkpoint-written", TRAIN, files("exp/runs/sgd/epoch-0003.safetensors")),
+    KillPoint("train:sgd-final-written", TRAIN, files("exp/runs/sgd/final.safetensors")),
+    KillPoint("train:rk2-heun-inside-epoch-3", TRAIN, files("exp/runs/rk2-heun/epoch-0002.safetensors"), 0.05),
+    KillPoint("train:switch-first-epoch-after-the-switch", TRAIN,
+              files("exp/runs/sgd-to-adam-50/epoch-0002.safetensors"), 0.02),
+    # lossurf surface plane: the store's creation, inside chunks, between values and mask
+    KillPoint("plane:store-being-created", PLANE, files("plane.zarr/zarr.json")),
+    KillPoint("plane:inside-chunk-2", PLANE, files("plane.zarr/computed/c/*/*", 1), 0.05),
+    KillPoint("plane:values-written-mask-not-yet", PLANE, files("plane.zarr/loss/c/*/*", 3)),
+    KillPoint("plane:inside-chunk-5", PLANE, files("plane.zarr/computed/c/*/*", 4), 0.1),
+    # lossurf run optimizers: training, a store's creation, inside a later surface
+    KillPoint("run:training-seed0-adam-finished", RUN,
+              files("out/experiments/*/runs/adam@seed0/final.safetensors"), 0.02),
+    KillPoint("run:first-store-being-created", RUN, files("out/optimizers/surfaces/*.zarr/zarr.json")),
+    KillPoint("run:inside-the-third-surface", RUN, files("out/optimizers/surfaces/*.zarr", 3), 0.05),
+]
+BARS = {"train": "epochs  loss", "plane": "points", "run": "points"}  # run: its surfaces' bars
+
+
+def _reference(args: list[str], base: Path, work: Path, bar: str) -> Path:
+    """The clean, uninterrupted run of ``args`` (the reference of its kill points)."""
+    work = copy_tree(base, work)
+    done = run(args, work)
+    assert done.code == 0 and done.clean(), done.stderr[-3000:]
+    assert bar_drawn(done.stderr, bar), "rich drew no progress bar on stderr"
+    return work
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory) -> dict[str, tuple[KillResult, Path]]:
+    """Every kill point's result (and its command's reference folder), two commands at a time."""
+    root = tmp_path_factory.mktemp("kill-matrix")
+    bases = {name: root / f"base-{name}" for name in BARS}
+    bases["train"].mkdir()
+    (bases["train"] / "experiment.yaml").write_text(yaml.safe_dump(TRAIN_CONFIG, sort_keys=False))
+    bases["run"].mkdir()
+    (bases["run"] / "tiny.yaml").write_text(yaml.safe_dump(RUN_PRESET, sort_keys=False))
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        train_ref = pool.submit(_reference, TRAIN, bases["train"], root / "ref-train", BARS["train"])
+        run_ref = pool.submit(_reference, RUN, bases["run"], root / "ref-run", BARS["run"])
+        bases["plane"].mkdir()
+        shutil.copytree(train_ref.result() / "exp", bases["plane"] / "exp")
+        refs = {"train": train_ref, "run": run_ref,
+                "plane": pool.submit(_reference, PLANE, bases["plane"], root / "ref-plane",
+                                      BARS["plane"])}
+        jobs = {}
+        for i, point in enumerate(POINTS):
+            command = point.name.split(":")[0]
+            work = copy_tree(bases[command], root / f"kill-{i:02d}")
+            jobs[point.name] = (pool.submit(lambda p=point, c=command, w=work:
+                                            kill_and_rerun(p, refs[c].result(), w)), command)
+        return {name: (job.result(), refs[command].result()) for name, (job, command) in jobs.items()}
+
+
+def test_the_matrix_covers_every_command_and_at_least_ten_moments():
+    commands = [p.name.split(":")[0] for p in POINTS]
+    assert len(POINTS) >= 10 and {"train", "plane", "run"} <= set(commands)
+    assert len({p.name for p in POINTS}) == len(POINTS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [p.name for p in POINTS])
+def test_killed_then_rerun_is_bitwise_a_clean_run(name, matrix):
+    result, _ = matrix[name]
+    first, again = result.first, result.again
+    context = f"killed at: {result.where}"
+    print(f"{name}: killed after {first.elapsed:.1f} s with {context}")  # shown by pytest -rP
+    assert first.signalled, f"the command ended (code {first.code}) before the kill point"
+    assert first.code == -9, first.stderr[-3000:]
+    assert again.code == 0, f"{context}; the rerun exited {again.code}:\n{again.stderr[-3000:]}"
+    assert again.clean(), f"{context}; the rerun printed a traceback:\n{again.stderr[-3000:]}"
+    assert bar_drawn(again.stderr, BARS[name.split(":")[0]]), "the rerun drew no progress bar"
+    assert not result.problems, f"{context}; differences from a clean run:\n" + "\n".join(result.problems)
+
+
+# ---- the comparison itself ----------------------------------------------------------------
+
+
+def _tree(root: Path) -> Path:
+    run_dir = root / "exp" / "runs" / "sgd"
+    run_dir.mkdir(parents=True)
+    save_file({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3) / 7}, run_dir / "final.safetensors")
+    (run_dir / "metrics.csv").write_text("epoch,optimizer,train_loss,wall_time\n0,sgd,nan,0.0\n1,sgd,0.5,0.25\n")
+    (run_dir / "status.json").write_text(f'{{"status": "finished", "path": "{root}/exp", "wall_time": 1}}')
+    ds = xr.Dataset({"loss": (("alpha",), np.array([0.1, np.nan, 0.3]))}, coords={"alpha": [0.0, 0.5, 1.0]},
+                    attrs={"experiment": str(root / "exp")})
+    ds.to_zarr(root / "exp" / "s.zarr", mode="w-", consolidated=False)
+    return root
+
+
+def test_compare_trees_sees_every_kind_of_difference(tmp_path):
+    ref = _tree(tmp_path / "a")
+    same = _tree(tmp_path / "b")  # other folder (paths normalized), same content
+    (same / "exp" / "runs" / "sgd" / "metrics.csv").write_text(
+        "epoch,optimizer,train_loss,wall_time\n0,sgd,nan,0.0\n1,sgd,0.5,9.75\n")  # wall time only
+    (same / "exp" / "runs" / "sgd" / ".metrics.csv.tmp123").write_text("left by a kill")
+    assert compare_trees(ref, same) == []
+
+    def broken(name: str, change) -> list[str]:
+        work = _tree(tmp_path / name)
+        change(work / "exp")
+        return compare_trees(ref, work)
+
+    nudged = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 7
+    nudged[1, 2] = torch.nextafter(nudged[1, 2], torch.tensor(10.0))
+    assert broken("t", lambda e: save_file({"w": nudged}, e / "runs/sgd/final.safetensors")) == [
+        "exp/runs/sgd/final.safetensors: tensor w differs"]
+    assert "train_loss" in broken("c", lambda e: (e / "runs/sgd/metrics.csv").write_text(
+        "epoch,optimizer,train_loss,wall_time\n0,sgd,nan,0.0\n1,sgd,0.5000000000000001,0.25\n"))[0]
+    assert "status" in broken("j", lambda e: (e / "runs/sgd/status.json").write_text(
+        '{"status": "running", "path": "x"}'))[0]
+    assert "array loss differs" in broken("z", lambda e: xr.Dataset(
+        {"loss": (("alpha",), np.array([0.1, 0.2, 0.3]))}, coords={"alpha": [0.0, 0.5, 1.0]},
+        attrs={"experiment": str(e)}).to_zarr(e / "s.zarr", mode="w", consolidated=False))[0]
+    assert "extra" in broken("f", lambda e: (e / "runs/sgd/resume.pt").write_bytes(b"x"))[0]
