@@ -14,11 +14,13 @@ arrays bitwise with the same attrs.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -27,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 import zarr
@@ -169,17 +170,18 @@ class KillResult:
     first: Outcome
     where: str
     again: Outcome
+    work: Path
     problems: list[str]
 
 
-def kill_and_rerun(point: KillPoint, ref: Path, work: Path) -> KillResult:
+def kill_and_rerun(point: KillPoint, ref: Path | None, work: Path) -> KillResult:
     """Run ``point``'s command in ``work`` (a fresh copy of the inputs), interrupt it, run it
-    again to completion and compare ``work`` with the clean run's folder ``ref``."""
+    again to completion and compare ``work`` with the clean run's folder ``ref`` (if given)."""
     first = run(point.args, work, trigger=point.trigger, delay=point.delay, sig=point.sig)
     where = landed(work)
     again = run(point.args, work)
-    problems = compare_trees(ref, work) if again.code == 0 else ["rerun failed"]
-    return KillResult(point, first, where, again, problems)
+    problems = [] if ref is None else compare_trees(ref, work) if again.code == 0 else ["rerun failed"]
+    return KillResult(point, first, where, again, work, problems)
 
 
 def bar_drawn(stderr: str, marker: str) -> bool:
@@ -242,26 +244,28 @@ def _compare_safetensors(a: Path, b: Path) -> list[str]:
             if ta[k].dtype != tb[k].dtype or not torch.equal(ta[k], tb[k])]
 
 
+def _cell(text: str) -> Any:
+    """A CSV cell as the exact double its text names (NaN as a marker), else the text."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return "nan" if number != number else struct.pack("<d", number)
+
+
 def _compare_csv(a: Path, b: Path) -> list[str]:
-    # round_trip: parse each number to the exact double its text names (bitwise comparisons)
-    fa, fb = (pd.read_csv(p, float_precision="round_trip") for p in (a, b))
-    if list(fa.columns) != list(fb.columns) or len(fa) != len(fb):
-        return [f"columns/rows differ: {list(fa.columns)} x {len(fa)} vs {list(fb.columns)} x {len(fb)}"]
+    with a.open(newline="") as fa, b.open(newline="") as fb:
+        ra, rb = list(csv.reader(fa)), list(csv.reader(fb))
+    ragged = any(len(row) != len(ra[0]) for row in ra + rb) if ra else True
+    if ragged or not rb or ra[0] != rb[0] or len(ra) != len(rb):
+        return [f"header/rows differ: {ra[:1]} x {len(ra)} vs {rb[:1]} x {len(rb)}"]
     problems = []
-    for column in fa.columns:
+    for k, column in enumerate(ra[0]):
         if column in VOLATILE:
             continue
-        ca, cb = fa[column], fb[column]
-        numeric = pd.api.types.is_numeric_dtype(ca) and pd.api.types.is_numeric_dtype(cb)
-        if numeric:
-            va, vb = ca.to_numpy(np.float64), cb.to_numpy(np.float64)
-            same = va.tobytes() == vb.tobytes() or (
-                np.array_equal(np.isnan(va), np.isnan(vb)) and np.array_equal(va[~np.isnan(va)], vb[~np.isnan(vb)])
-            )
-        else:
-            same = ca.astype(str).tolist() == cb.astype(str).tolist()
-        if not same:
-            problems.append(f"column {column} differs: {ca.tolist()} vs {cb.tolist()}")
+        ca, cb = [row[k] for row in ra[1:]], [row[k] for row in rb[1:]]
+        if [_cell(x) for x in ca] != [_cell(x) for x in cb]:
+            problems.append(f"column {column} differs: {ca} vs {cb}")
     return problems
 
 
