@@ -298,12 +298,13 @@ def report(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
     progress: bool = _PROGRESS,
+    preset: str = typer.Option("digits", "--preset", help="digits, or the path of a preset YAML (e.g. a smaller demo)."),
 ) -> None:
     """Every recipe on the digits preset, the reproduction claims, and report.html."""
     from lossurf.demo import demo as run_demo
 
     with _resumable():
-        path = run_demo(out, progress=progress)
+        path = run_demo(out, progress=progress, preset=preset)
     typer.echo(f"report: {path}")
 
 
