@@ -279,9 +279,7 @@ class _Progress:
         # torch.load raises EOFError (empty), UnpicklingError, RuntimeError (zip), KeyError, ...:
         # for a file we wrote ourselves, any of them means damage.
         except Exception as error:
-            reason = (str(error).splitlines() or [""])[0][:120] or type(error).__name__
-            if not data:
-                reason = "empty file"
+            reason = "empty file" if not data else f"torch.load failed: {type(error).__name__}"
             raise LossurfError(f"resume state {path} is corrupted ({reason}); {_RESUME_FIX}") from None
         try:
             if not isinstance(state, dict):
