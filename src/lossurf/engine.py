@@ -143,7 +143,8 @@ def _refuse_other(layout: ExperimentLayout, existing: bytes) -> None:
     try:
         parse_config(yaml.safe_load(existing.decode("utf-8")), str(layout.config))
     except (UnicodeDecodeError, yaml.YAMLError, LossurfError) as error:
-        reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "not a valid experiment config"
+        reason = ("not UTF-8 text" if isinstance(error, UnicodeDecodeError)
+                  else "not a valid experiment config")
         raise LossurfError(
             f"{layout.config} is corrupted ({reason}); replace it with this experiment's YAML "
             "file (or delete it) and run `lossurf train` with that file again"
@@ -249,7 +250,9 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     model.load_state_dict(state)
 
 
-_RESUME_FIX = "delete it and run the same `lossurf train` command again: the run restarts from its initialization"
+_RESUME_FIX = (
+    "delete it and run the same `lossurf train` command again: the run restarts from its initialization"
+)
 
 
 @dataclass
@@ -341,7 +344,9 @@ def _read_orders(layout: ExperimentLayout, seed: int) -> dict[str, str]:
     return orders
 
 
-def _check_order(layout: ExperimentLayout, seed: int, epoch: int, digest: str, orders: dict[str, str]) -> dict[str, str]:
+def _check_order(
+    layout: ExperimentLayout, seed: int, epoch: int, digest: str, orders: dict[str, str]
+) -> dict[str, str]:
     """Check an epoch's order hash against the seed's record, recording it when the epoch is
     reached for the first time; returns the (possibly updated) record.
 
