@@ -329,3 +329,37 @@ def test_the_cli_reports_an_unreachable_address_and_writes_nothing(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: could not reach the Ray cluster at '127.0.0.1:1'")
     assert not (tmp_path / "o").exists()
+
+
+_DRIVER = """
+import json, sys
+from lossurf.backends import RayBackend
+from lossurf.reaper import descendants
+backend = RayBackend(local_cpus=1)
+assert sorted(backend.map(abs, [-1, 2])) == [1, 2]
+print(json.dumps(descendants(containing="ray")), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
+def test_a_killed_driver_leaves_no_ray_helpers_behind():
+    import json
+    import subprocess
+
+    from test_reaper import alive, wait_gone
+
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    helpers = json.loads(driver.stdout.readline())
+    try:
+        assert len(helpers) >= 3  # gcs_server, raylet, the agents, workers
+        driver.kill()
+        driver.wait()
+        # Without the reaper Ray's dashboard and runtime-env agents linger ~60 s; the deadline
+        # only bounds the wait.
+        assert all(wait_gone(pid, 45) for pid in helpers), [p for p in helpers if alive(p)]
+    finally:
+        for pid in helpers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -18,6 +18,7 @@ import inspect
 import os
 import re
 import socket
+import subprocess
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from lossurf.errors import LossurfError
+from lossurf.reaper import descendants, reap_on_exit
 
 __all__ = ["Backend", "LocalBackend", "RayBackend", "MapStats", "BACKENDS", "make_backend"]
 
@@ -195,6 +197,7 @@ class RayBackend:
         self.stats = MapStats()
         self._ray = ray
         self._started = False
+        self._reaper: subprocess.Popen | None = None
         if not ray.is_initialized():
             # Ray's own default would join the last cluster `ray start` made on this machine
             # (someone else's, on a shared one); RAY_ADDRESS is the usual way to mean that.
@@ -217,6 +220,8 @@ class RayBackend:
                     ignore_reinit_error=True,
                     log_to_driver=False,
                 )
+                # Ray's agents outlive a killed driver by a minute (see lossurf.reaper).
+                self._reaper = reap_on_exit(descendants(containing="ray"))
             self._started = True
         self._remote = ray.remote(_run_task).options(
             num_cpus=self.num_cpus,
@@ -272,6 +277,10 @@ class RayBackend:
         if self._started and self._ray.is_initialized():
             self._ray.shutdown()
         self._started = False
+        if self._reaper is not None:  # its processes are gone: let the watcher finish
+            self._reaper.stdin.close()  # type: ignore[union-attr]
+            self._reaper.wait(timeout=30)
+            self._reaper = None
 
     def __enter__(self) -> RayBackend:
         return self
