@@ -341,7 +341,9 @@ def pca_plane(
 
     def make():
         result = trajectory_pca(matrix, center=center)
-        directions = [unflatten(result.directions[i], final, keys) for i in range(2)]
+        # kept in float64: the stored directions are exactly the orthonormal e1, e2
+        like = {k: final[k].double() for k in keys}
+        directions = [unflatten(result.directions[i], like, keys) for i in range(2)]
         coords = np.vstack([result.coordinates, np.zeros((1, 2))])
         facts = {"pca_explained_variance_ratio": result.explained_variance_ratio.tolist(),
                  "pca_centered": result.centered, "pca_epochs": epochs,
@@ -418,8 +420,9 @@ def hessian_plane(
         vectors = torch.as_tensor(result["eigenvectors"].values, dtype=torch.float64)
         directions = []
         for i in range(2):
-            d = unflatten(vectors[i] * length, center, names)
-            directions.append({k: d.get(k, torch.zeros_like(center[k])) for k in moving_keys(model)})
+            d = unflatten(vectors[i] * length, {k: center[k].double() for k in names}, names)
+            directions.append({k: d[k] if k in d else torch.zeros_like(center[k], dtype=torch.float64)
+                               for k in moving_keys(model)})
         facts = {"hessian_eigenvalues": [float(v) for v in result["eigenvalues"].values],
                  "hessian_residuals": [float(v) for v in result["residuals"].values],
                  "direction_norm": length}
