@@ -179,14 +179,16 @@ def surface_line(
     bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
     device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     progress: bool = _PROGRESS,
+    align: bool = typer.Option(False, "--align", help="Permute TO's hidden units into FROM's coordinates first (weight matching)."),
 ) -> None:
     """Loss along theta(alpha) = (1-alpha)*FROM + alpha*TO (paper eq. 2, Fig. 10)."""
     from lossurf import surface
 
     def call(model, weights, data, **kw):
-        return surface.line(model, weights[0], weights[1], data, range=alpha_range, steps=steps, **kw)
+        return surface.line(model, weights[0], weights[1], data, range=alpha_range, steps=steps,
+                            align=align, **kw)
 
-    _surface_run(exp_dir, [start, end], "line", out, call, bn=bn, subset=subset, split=split,
+    _surface_run(exp_dir, [start, end], "line-aligned" if align else "line", out, call, bn=bn, subset=subset, split=split,
                  device=device, backend=backend, address=address, progress=progress)
 
 
@@ -225,6 +227,7 @@ def surface_plane(
     bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
     device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     progress: bool = _PROGRESS,
+    align: bool = typer.Option(False, "--align", help="Permute every point after the first into the first's coordinates (weight matching)."),
 ) -> None:
     """Loss over a plane through 3 or 4 end points (paper eqs. 3-8, Figs. 2-3, Table 1)."""
     from lossurf import surface
@@ -232,9 +235,10 @@ def surface_plane(
     names = [p for p in (s.strip() for s in points.split(",")) if p]
 
     def call(model, weights, data, **kw):
-        return surface.plane(model, weights, data, kind=kind, steps=steps, margin=margin, **kw)
+        return surface.plane(model, weights, data, kind=kind, steps=steps, margin=margin,
+                             align=align, **kw)
 
-    _surface_run(exp_dir, names, kind, out, call, bn=bn, subset=subset, split=split,
+    _surface_run(exp_dir, names, f"{kind}-aligned" if align else kind, out, call, bn=bn, subset=subset, split=split,
                  device=device, backend=backend, address=address, progress=progress)
 
 
@@ -246,6 +250,7 @@ def distance(
     bn: str = _BN, subset: Optional[int] = _SUBSET,
     split: str = typer.Option("test", "--split", help="Data split (the paper uses validation data)."),
     device: Optional[str] = _DEVICE,
+    align: bool = typer.Option(False, "--align", help="Also align SECOND to FIRST (weight matching) and print the weight-space distance before and after."),
 ) -> None:
     """Functional distance (paper eq. 4.1) and label disagreement between two end points."""
     from lossurf import load_experiment, surface
@@ -260,6 +265,13 @@ def distance(
     )
     typer.echo(f"functional distance  {result['fdist']:.6f}")
     typer.echo(f"label disagreement   {result['disagreement']:.6f}")
+    if align:  # a permutation keeps the function: only the weight-space distance changes
+        from lossurf.alignment import align as align_weights
+
+        _, info = align_weights(experiment.model(), a.weights, b.weights)
+        typer.echo(f"weight distance      {info.distance_before:.6f} raw, "
+                   f"{info.distance_after:.6f} aligned ({info.iterations} matching passes, "
+                   f"permutation sha256 {info.permutation_sha256[:12]})")
 
 
 @app.command("run")

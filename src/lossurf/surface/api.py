@@ -132,6 +132,19 @@ def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Te
     return states
 
 
+def _maybe_align(
+    model: nn.Module, anchors: list[dict[str, torch.Tensor]], align: bool, attrs: dict | None
+) -> tuple[list[dict[str, torch.Tensor]], dict | None]:
+    """With ``align``, permute every anchor after the first into the first's coordinates
+    (weight matching, :mod:`lossurf.alignment`) and record it in the attrs."""
+    if not align:
+        return anchors, attrs
+    from lossurf.alignment import align_points
+
+    aligned, extra = align_points(model, anchors)
+    return aligned, {**(attrs or {}), **extra}
+
+
 def _run(
     model: nn.Module,
     anchors: list[dict[str, torch.Tensor]],
@@ -193,6 +206,7 @@ def line(
     progress: bool = True,
     loss_fn: LossFn | None = None,
     bn_data: Any = None,
+    align: bool = False,
     **evaluator_options: Any,
 ) -> xr.Dataset:
     """Loss and accuracy along ``theta(alpha) = (1 - alpha) * start + alpha * end``.
@@ -220,6 +234,9 @@ def line(
             cross-entropy); needed for real-valued targets. Recorded in attrs ``loss``.
         bn_data: batch-norm statistics' source when ``data`` is a loader (see
             :func:`eval_data`).
+        align: permute ``end``'s hidden units into ``start``'s coordinates first (weight
+            matching, :func:`lossurf.alignment.align`; the function of ``end`` is unchanged);
+            attrs ``alignment_*`` record the permutation's hash and the objective.
         **evaluator_options: passed to ``Evaluator`` (batch size, strategy, ...).
 
     Returns:
@@ -227,6 +244,7 @@ def line(
         ``fdist``, ``disagreement`` with a reference).
     """
     anchors = _states(model, {"start": start, "end": end})
+    anchors, attrs = _maybe_align(model, anchors, align, attrs)
     grid = line_grid(alphas, range=range, steps=steps)
     return _run(
         model, anchors, grid, data, labels=("start", "end"), bn=bn, split=split, subset=subset,
@@ -333,6 +351,7 @@ def plane(
     progress: bool = True,
     loss_fn: LossFn | None = None,
     bn_data: Any = None,
+    align: bool = False,
     **evaluator_options: Any,
 ) -> xr.Dataset:
     """Loss over a plane of weight vectors.
@@ -348,6 +367,7 @@ def plane(
         steps: points per axis (default 21).
         margin: affine only: extension past the anchors, as a fraction of the extent (0.2).
         range: barycentric and bilinear only: range of alpha and beta (default (0, 1)).
+        align: align every point after the first to the first (see :func:`line`).
         Others: as in :func:`line`.
 
     Returns:
@@ -362,6 +382,7 @@ def plane(
         )
     labels = [f"p{i}" for i in np.arange(len(points))]  # `range` is shadowed here
     anchors = _states(model, dict(zip(labels, points)))
+    anchors, attrs = _maybe_align(model, anchors, align, attrs)
     if kind == "bilinear":
         grid = bilinear_grid(steps=steps, range=range)
     elif kind == "barycentric":
