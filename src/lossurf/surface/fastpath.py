@@ -213,6 +213,11 @@ class SafeCompiled:
     """``torch.compile(fn)``; on any failure during the first calls it warns and runs eager."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
+        with warnings.catch_warnings():
+            # torch.compile imports torch.utils.mkldnn, whose module body (torch 2.13) still
+            # uses torch.jit.script_method: a DeprecationWarning about torch's own code.
+            warnings.filterwarnings("ignore", r"`torch\.jit\.script_method` is", DeprecationWarning)
+            import torch.utils.mkldnn  # noqa: F401
         self.eager = fn
         self.compiled: Callable[..., Any] | None = torch.compile(fn, dynamic=False)
         self.failed = False
