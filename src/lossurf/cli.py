@@ -242,6 +242,114 @@ def surface_plane(
                  device=device, backend=backend, address=address, progress=progress)
 
 
+def _direction_run(
+    exp_dir: Path, at: str, kind: str, out: Optional[Path], call, *, bn: str,
+    subset: Optional[int], split: str, device: Optional[str], backend: str,
+    address: Optional[str], progress: bool,
+) -> None:
+    """Evaluate a direction surface around end point AT with ``call``, print where it went."""
+    from lossurf.devices import check_device
+    from lossurf.experiment import endpoint_attrs, load_experiment
+
+    experiment = load_experiment(exp_dir)
+    device = str(check_device(device or experiment.config.device))
+    point = experiment.resolve(at)
+    if out is None:
+        safe = point.label.replace(":", "_").replace("=", "")
+        out = experiment.path / "surfaces" / f"{kind}-{safe}-{split}.zarr"
+    attrs = {"experiment": str(experiment.path), **endpoint_attrs([point])}
+    attrs["anchor_labels"] = [point.label]  # the center; the other anchors are center + s*d
+    with _resumable():
+        result = call(
+            experiment, point, bn=bn, subset=subset, split=split, store=out, attrs=attrs,
+            device=device, backend=_backend(backend, address, device), progress=progress,
+        )
+    loss = result["loss"].values
+    typer.echo(f"{kind}: {loss.size} points, loss {float(loss.min()):.4f} .. {float(loss.max()):.4f}")
+    for key in ("pca_explained_variance_ratio", "hessian_eigenvalues"):
+        if key in result.attrs:
+            typer.echo(f"{key.replace('_', ' ')}: {', '.join(f'{v:.4g}' for v in result.attrs[key])}")
+    typer.echo(f"written to {out} (directions beside it: {out.name}.directions.safetensors)")
+
+
+@surface_app.command("random")
+def surface_random(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    at: str = typer.Option(..., "--at", help="The center: init, RUN, RUN:epoch=N or RUN@seedS."),
+    dims: int = typer.Option(2, "--dims", help="1 (a line along d1) or 2 (a plane over d1, d2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random directions."),
+    span: float = typer.Option(1.0, "--span", help="Coordinates run over [-span, span] (units of the directions)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Points per axis (default 21 for a plane, 51 for a line)."),
+    normalization: str = typer.Option("filter", "--normalization", help="filter (Li et al.) | layer | none."),
+    bias_bn: str = typer.Option("zero", "--bias-bn", help="1-D parameters (biases, BN weight/bias): zero (Li et al.) | keep."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Loss around an end point along seeded random, filter-normalized directions (Li et al. 2018)."""
+    from lossurf import surface
+
+    if dims not in (1, 2):
+        raise LossurfError(f"--dims must be 1 or 2, got {dims}")
+    options = {"seed": seed, "span": span, "normalization": normalization, "bias_bn": bias_bn}
+
+    def call(experiment, point, **kw):
+        fn = surface.random_line if dims == 1 else surface.random_plane
+        return fn(experiment.model(), point.weights, experiment.dataset(),
+                  steps=steps or (51 if dims == 1 else 21), **options, **kw)
+
+    kind = f"random{'-line' if dims == 1 else ''}-s{seed}-{normalization}"
+    _direction_run(exp_dir, at, kind, out, call, bn=bn, subset=subset, split=split,
+                   device=device, backend=backend, address=address, progress=progress)
+
+
+@surface_app.command("pca")
+def surface_pca(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    run: str = typer.Option(..., "--run", help="The run whose trajectory to use: RUN or RUN:epoch=N (the center)."),
+    steps: int = typer.Option(21, "--steps", help="Points per axis (at least 2)."),
+    margin: float = typer.Option(0.2, "--margin", help="Margin past the trajectory, as a fraction of its extent."),
+    center: bool = typer.Option(False, "--center/--no-center", help="Subtract the mean before the SVD (sklearn's PCA)."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Loss over the plane of a run's top two PCA directions, with its trajectory (Li et al. §7)."""
+    from lossurf import surface
+
+    def call(experiment, point, **kw):
+        return surface.pca_plane(experiment.model(), experiment, experiment.dataset(), run=run,
+                                 steps=steps, margin=margin, center=center, **kw)
+
+    _direction_run(exp_dir, run, "pca" + ("-centered" if center else ""), out, call, bn=bn,
+                   subset=subset, split=split, device=device, backend=backend, address=address,
+                   progress=progress)
+
+
+@surface_app.command("hessian")
+def surface_hessian(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    at: str = typer.Option(..., "--at", help="The center: init, RUN, RUN:epoch=N or RUN@seedS."),
+    span: float = typer.Option(1.0, "--span", help="Coordinates run over [-span, span]; 1 = the weights' norm."),
+    steps: int = typer.Option(21, "--steps", help="Points per axis (at least 2)."),
+    hessian_subset: Optional[int] = typer.Option(512, "--hessian-subset", help="Training examples the Hessian is computed on."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the Lanczos start vector."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    progress: bool = _PROGRESS,
+) -> None:
+    """Loss around an end point along the Hessian's top two eigenvectors (scaled to the weights' norm)."""
+    from lossurf import surface
+
+    def call(experiment, point, **kw):
+        return surface.hessian_plane(experiment.model(), point.weights, experiment.dataset(),
+                                     steps=steps, span=span, hessian_subset=hessian_subset,
+                                     hessian_seed=seed, **kw)
+
+    _direction_run(exp_dir, at, f"hessian-s{seed}", out, call, bn=bn, subset=subset, split=split,
+                   device=device, backend=backend, address=address, progress=progress)
+
+
 @app.command()
 def distance(
     exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
