@@ -348,3 +348,30 @@ def test_compare_endpoints_uses_the_experiment_notation(experiment_dir):
     again = compare_endpoints(experiment_dir, "sgd", "adam:epoch=2", steps=3, progress=False)
     assert np.array_equal(again.loss_aligned.values, ds.loss_aligned.values)  # resumed store
     assert ds.attrs["barrier_aligned"] == barrier(ds.loss_aligned.values)
+
+
+def test_cli_align_command_prints_both_barriers_and_draws_them(experiment_dir, tmp_path, cli):
+    figure = tmp_path / "align.png"
+    code, out, err = cli("align", experiment_dir, "sgd", "adam", "--steps", "3",
+                         "--out", tmp_path / "c.zarr", "--figure", figure, "--no-progress")
+    assert code == 0, err
+    raw, aligned = map(float, re.search(r"barrier sgd -> adam: ([0-9.]+) raw, ([0-9.]+) aligned", out).groups())
+    ds = compare_endpoints(experiment_dir, "sgd", "adam", steps=3, store=tmp_path / "c.zarr",
+                           progress=False)  # the same store, resumed: nothing recomputed
+    assert raw == pytest.approx(ds.attrs["barrier_raw"], abs=1e-4)
+    assert aligned == pytest.approx(ds.attrs["barrier_aligned"], abs=1e-4)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sgd", "lion"], "unknown end point 'lion'"),
+        (["sgd", "adam", "--figure", "out.txt"], r"must end in \.png or \.pdf"),
+        (["sgd", "adam", "--steps", "1"], "at least two steps"),
+    ],
+)
+def test_cli_align_command_bad_input(experiment_dir, cli, args, message):
+    code, out, err = cli("align", experiment_dir, *args, "--no-progress")
+    assert code == 2
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1

@@ -382,6 +382,35 @@ def distance(
                    f"permutation sha256 {info.permutation_sha256[:12]})")
 
 
+@app.command("align")
+def align_command(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    first: str = typer.Argument(..., help="Reference end point: init, RUN, RUN:epoch=N or RUN@seedS."),
+    second: str = typer.Argument(..., help="End point aligned to FIRST (weight matching)."),
+    steps: int = typer.Option(25, "--steps", help="Alphas in [0, 1] on each line (at least 2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the matching's layer order."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT, out: Optional[Path] = _OUT,
+    figure: Optional[Path] = typer.Option(None, "--figure", help="Also draw both lines to this .png or .pdf."),
+    device: Optional[str] = _DEVICE, progress: bool = _PROGRESS,
+) -> None:
+    """Loss barrier between two end points before and after permutation alignment."""
+    from lossurf.alignment import compare_endpoints
+
+    if figure is not None and figure.suffix.lower() not in (".png", ".pdf"):
+        raise LossurfError(f"figure file {figure} must end in .png or .pdf; rename it")
+    with _resumable():
+        ds = compare_endpoints(exp_dir, first, second, store=out, steps=steps, seed=seed, bn=bn,
+                               subset=subset, split=split, device=device, progress=progress)
+    typer.echo(f"barrier {first} -> {second}: {ds.attrs['barrier_raw']:.4f} raw, "
+               f"{ds.attrs['barrier_aligned']:.4f} aligned")
+    typer.echo(f"weight distance {ds.attrs['alignment_distance_before'][0]:.4f} raw, "
+               f"{ds.attrs['alignment_distance_after'][0]:.4f} aligned")
+    if figure is not None:
+        from lossurf.plots.alignment import save_alignment_figure
+
+        typer.echo(f"figure: {save_alignment_figure(ds, figure)}")
+
+
 @app.command("run")
 def run_recipe_command(
     recipe: str = typer.Argument(..., help="optimizers | restarts | switching | batchnorm | init | runge-kutta | all"),

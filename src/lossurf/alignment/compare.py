@@ -133,7 +133,7 @@ def compare_endpoints(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     points = [experiment.resolve(first), experiment.resolve(second)]
-    options.setdefault("device", str(check_device(experiment.config.device)))
+    options["device"] = str(check_device(options.get("device") or experiment.config.device))
     if store is None:
         safe = "-".join(p.label.replace(":", "_").replace("=", "") for p in points)
         split = options.get("split", "train")

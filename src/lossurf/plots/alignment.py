@@ -9,13 +9,16 @@ every other figure.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 
 from lossurf.errors import LossurfError
 from lossurf.plots.clip import clip_note, clip_values
 from lossurf.plots.style import CLIP_COLOR, axis_label, color_for, new_figure, style
 
-__all__ = ["draw_alignment_barrier"]
+__all__ = ["draw_alignment_barrier", "save_alignment_figure"]
 
 _RAW_COLOR = "#7f7f7f"
 
@@ -74,3 +77,24 @@ def draw_alignment_barrier(ds, *, title: str | None = None):
         if note:
             fig.text(0.01, -0.02, note, fontsize=9, ha="left", va="top")
     return fig
+
+
+def save_alignment_figure(ds, path: str | Path) -> Path:
+    """Draw :func:`draw_alignment_barrier` to a ``.png`` or ``.pdf`` file, written atomically.
+
+    Raises:
+        LossurfError: another file type, or the file cannot be written (the message says why).
+    """
+    from lossurf.plots.style import DPI
+    from lossurf.runs import atomic_write_bytes
+
+    target = Path(path)
+    fmt = target.suffix.lower().lstrip(".")
+    if fmt not in ("png", "pdf"):
+        raise LossurfError(f"figure file {target} must end in .png or .pdf; rename it")
+    figure = draw_alignment_barrier(ds)
+    buffer = io.BytesIO()
+    with style():
+        figure.savefig(buffer, format=fmt, dpi=DPI)
+    atomic_write_bytes(target, buffer.getvalue())
+    return target
