@@ -220,9 +220,14 @@ def plot_store(store: str | Path, out: str | Path | None = None) -> Path:
             fragment = _profile_html(ds, dims[0], label, title)
     else:
         figure, notes, fragment = _plane(store, kind)
+        from lossurf.plots.trajectory import draw_trajectory
+
+        draw_trajectory(figure, ds)  # PCA planes: the projected training trajectory
     if done is not None and not done.all():
         notes.append(f"{int((~done).sum())} of {done.size} points are not computed (blank); "
                      "run the surface command again to complete them")
+    with style():
+        figure.suptitle(title)  # a file on its own names what it shows
     if fmt == "html":
         data = _page(title, fragment or "", notes, ds).encode()
     else:
