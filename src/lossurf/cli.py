@@ -523,6 +523,43 @@ def plot(
     typer.echo(f"figure: {plot_store(store, out)}")
 
 
+@app.command()
+def curve(
+    exp_dir: Path = typer.Argument(..., help="Experiment directory written by `lossurf train`."),
+    start: str = typer.Argument(..., help="End point at t=0: init, RUN, RUN:epoch=N, RUN@seedS."),
+    end: str = typer.Argument(..., help="End point at t=1."),
+    kind: str = typer.Option("bezier", "--kind", help="bezier (quadratic Bezier) | chain (polygonal chain)."),
+    epochs: int = typer.Option(10, "--epochs", help="Epochs of training the curve's bend."),
+    lr: float = typer.Option(0.05, "--lr", help="Learning rate of the bend's optimizer."),
+    optimizer: str = typer.Option("sgdm", "--optimizer", help="Optimizer of the bend (any lossurf optimizer name)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Minibatch size (default: the experiment's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of batch order and t draws (default: the experiment's first)."),
+    steps: int = typer.Option(21, "--steps", help="Evaluated t values in [0, 1] (at least 2)."),
+    bn: str = _BN, subset: Optional[int] = _SUBSET, split: str = _SPLIT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Curve folder (default: EXP_DIR/curves/A-B-KIND)."),
+    device: Optional[str] = _DEVICE, progress: bool = _PROGRESS,
+) -> None:
+    """Low-loss curve between two end points (Garipov et al. 2018) against the straight line."""
+    from lossurf.curves import experiment_curve
+
+    def report(epoch: int, loss: float) -> None:
+        if progress:
+            typer.echo(f"epoch {epoch}/{epochs}: mean loss along the curve {loss:.4f}", err=True)
+
+    with _resumable():
+        result = experiment_curve(
+            exp_dir, start, end, kind=kind, epochs=epochs, lr=lr, optimizer=optimizer,
+            batch_size=batch_size, seed=seed, steps=steps, bn=bn, split=split, subset=subset,
+            out=out, device=device, progress=progress, on_epoch=report,
+        )
+    ds = result.dataset
+    typer.echo(f"{kind} curve {start} -> {end}: {'trained' if result.trained else 'reused'} "
+               f"({epochs} epochs)")
+    typer.echo(f"max loss along the curve {ds.attrs['loss_max']:.4f}, "
+               f"along the straight line {ds.attrs['loss_line_max']:.4f}")
+    typer.echo(f"written to {result.store}")
+
+
 def main() -> None:
     """Entry point of the ``lossurf`` console script."""
     try:
