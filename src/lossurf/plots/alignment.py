@@ -63,7 +63,9 @@ def draw_alignment_barrier(ds, *, title: str | None = None):
         ax = fig.subplots()
         for row, (name, color, dash, height) in enumerate(series):
             label = f"{name}" + (f" (barrier {float(height):.3g})" if height is not None else "")
-            ax.plot(alpha, clipped.values[row], dash, color=color, label=label)
+            # The raw line on top: where alignment changed nothing, the curves coincide and
+            # the dashes stay visible over the aligned line.
+            ax.plot(alpha, clipped.values[row], dash, color=color, label=label, zorder=3 - row)
             marks = clipped.clipped[row]
             if marks.any():
                 ax.plot(alpha[marks], clipped.values[row][marks], "x", color=CLIP_COLOR)
