@@ -147,3 +147,38 @@ def test_pca_plane_refuses_short_trajectories():
     data = EvalData(x=torch.randn(4, 6), y=torch.zeros(4, dtype=torch.long), task="classification")
     with pytest.raises(LossurfError, match="at least three checkpoints"):
         surface.pca_plane(model, [model.state_dict(), model.state_dict()], data, progress=False)
+
+
+def test_lossurf_plot_draws_the_trajectory_over_a_pca_plane(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lossurf.plots import plot_store
+    from lossurf.plots.trajectory import draw_trajectory
+    from lossurf.plots.style import new_figure
+    from lossurf.surface.store import open_surface
+
+    g = torch.Generator().manual_seed(0)
+    model = Net()
+    states = []
+    for _ in range(4):
+        states.append({k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in model.state_dict().items()})
+    data = EvalData(x=torch.randn(20, 6, generator=g), y=torch.randint(0, 3, (20,), generator=g),
+                    task="classification")
+    store = tmp_path / "pca.zarr"
+    surface.pca_plane(model, states, data, steps=4, store=store, progress=False)
+    assert plot_store(store).stat().st_size > 0
+    ds = open_surface(store)
+    figure = new_figure(4, 3)
+    ax = figure.add_subplot(1, 1, 1)
+    assert draw_trajectory(figure, ds)
+    xs, ys = ax.lines[0].get_data()
+    np.testing.assert_array_equal(xs, ds.attrs["pca_trajectory_x"])
+    np.testing.assert_array_equal(ys, ds.attrs["pca_trajectory_y"])
+    assert not draw_trajectory(figure, _no_attrs(ds))
+
+
+def _no_attrs(ds):
+    out = ds.copy()
+    out.attrs = {}
+    return out

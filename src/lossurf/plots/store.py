@@ -223,6 +223,9 @@ def plot_store(store: str | Path, out: str | Path | None = None) -> Path:
         from lossurf.plots.trajectory import draw_trajectory
 
         draw_trajectory(figure, ds)  # PCA planes: the projected training trajectory
+        from lossurf.plots.trajectory import draw_trajectory
+
+        draw_trajectory(figure, ds)  # PCA planes: the projected training trajectory
     if done is not None and not done.all():
         notes.append(f"{int((~done).sum())} of {done.size} points are not computed (blank); "
                      "run the surface command again to complete them")
