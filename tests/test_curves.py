@@ -287,3 +287,31 @@ def test_bad_curve_requests_exit_2_with_one_line(experiment_dir, tmp_path, cli, 
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert message in err
+
+
+# --- stores and figures ---------------------------------------------------------------------
+
+def test_curve_store_is_reused_refused_for_another_bend_and_plotted(tmp_path):
+    import xarray as xr
+
+    from lossurf.plots import plot_store
+    from lossurf.plots.curves_bezier import draw_curve
+
+    model, x, y, (w1, bend, w2) = _mlp_problem()
+    data = EvalData(x, y, "classification")
+    store = tmp_path / "curve.zarr"
+    first = curves.curve_surface(model, w1, bend, w2, data, steps=5, store=store, progress=False)
+    opened = xr.open_zarr(store)
+    np.testing.assert_array_equal(opened.loss_line.values, first.loss_line.values)
+    again = curves.curve_surface(model, w1, bend, w2, data, steps=5, store=store, progress=False)
+    np.testing.assert_array_equal(again.loss.values, first.loss.values)
+    other = {k: v + 0.1 for k, v in bend.items()}
+    with pytest.raises(LossurfError, match="computed for a different request"):
+        curves.curve_surface(model, w1, other, w2, data, steps=5, store=store, progress=False)
+    figure, notes = draw_curve(first)
+    assert len(figure.axes) == 2 and notes == []
+    assert [line.get_linestyle() for line in figure.axes[0].lines[::2]] == ["-", "--"]
+    png = plot_store(store)
+    assert png == store.with_suffix(".png") and png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(LossurfError, match="not a curve Dataset"):
+        draw_curve(first.drop_vars("loss_line"))

@@ -214,15 +214,18 @@ def plot_store(store: str | Path, out: str | Path | None = None) -> Path:
     labels = _labels(ds)
     label = " → ".join(labels) if len(labels) == 2 else (labels[-1] if labels else store.stem)
     fragment = None
-    if len(dims) == 1:
+    if kind.startswith("curve-") and "loss_line" in ds.data_vars:  # a curve vs the straight line
+        from lossurf.plots.curves_bezier import draw_curve
+
+        figure, notes = draw_curve(ds)
+        if fmt == "html":
+            fragment = _profile_html(ds, dims[0], label, title)
+    elif len(dims) == 1:
         figure, notes = _profile(ds, dims[0], label)
         if fmt == "html":
             fragment = _profile_html(ds, dims[0], label, title)
     else:
         figure, notes, fragment = _plane(store, kind)
-        from lossurf.plots.trajectory import draw_trajectory
-
-        draw_trajectory(figure, ds)  # PCA planes: the projected training trajectory
         from lossurf.plots.trajectory import draw_trajectory
 
         draw_trajectory(figure, ds)  # PCA planes: the projected training trajectory
