@@ -14,7 +14,7 @@ from lossurf import surface
 from lossurf.errors import LossurfError
 from lossurf.params import moving_keys
 from lossurf.surface.direction_store import directions_path, load_directions
-from lossurf.surface.directions import direction_plane_grid, normalize_direction, random_direction
+from lossurf.surface.directions import direction_plane_grid, normalize_direction
 from lossurf.surface.evaluate import EvalData
 
 from _surface_models import TinyBNCNN
@@ -197,6 +197,11 @@ def test_bn_model_recomputes_statistics_around_the_center():
 def test_bad_options_have_one_line_messages(net, data, kwargs, message):
     with pytest.raises(LossurfError, match=message):
         surface.random_plane(net, net.state_dict(), data, progress=False, **kwargs)
+
+
+def test_seed_outside_random_directions_is_refused(net, data):
+    with pytest.raises(LossurfError, match="data_seed="):
+        surface.hessian_plane(net, net.state_dict(), data, seed=1, progress=False)
 
 
 def test_weights_of_another_architecture_are_refused(net, data):

@@ -174,7 +174,8 @@ def _surface(
 def _split_options(kwargs: dict) -> tuple[dict, dict]:
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in _COMMON}
     if "seed" in kwargs:
-        raise LossurfError("seed is the directions' seed here; the data subset's seed is data_seed")
+        raise LossurfError("seed= is not an option here: the data subset's seed is data_seed=, "
+                           "a Hessian's start vector's is hessian_seed=")
     return options, kwargs
 
 
