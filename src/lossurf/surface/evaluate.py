@@ -9,7 +9,16 @@ Strategies (see :mod:`lossurf.surface.runners`): ``loop`` runs one point at a ti
 copy (channels-last, BN folded into convolutions, the first layer computed once per anchor,
 optional ``torch.compile``): what wins on CPU, where vmap over conv weights becomes slow
 grouped convolutions. ``vmap`` runs K points per pass, which removes the launch-bound cost of
-small models on a GPU. ``auto`` picks ``vmap`` on CUDA and ``loop`` elsewhere.
+small models on a GPU. ``auto`` decides once per grid (see :mod:`lossurf.surface.strategy`):
+the loop on CPU; on CUDA by timing a few points of each candidate when the grid is large
+enough to repay it, else by rules on the model's activation size. ``time`` always times.
+
+Decisions are taken once per grid, not per chunk: :meth:`Evaluator.plan` (called by
+:func:`~lossurf.surface.store.compute_surface` with the whole grid, or by the first
+:meth:`Evaluator.evaluate`) fixes the strategy, K and compilation; every chunk reuses them,
+also in Ray workers (the plan pickles, the prepared runners are rebuilt once per worker).
+``precision`` (``fp32`` strict by default, ``tf32``, ``bf16``; see :mod:`lossurf.precision`)
+applies to every forward pass.
 
 The loss is cross-entropy unless the caller passes ``loss_fn`` (see :mod:`lossurf.objective`
 for its contract); either way the runners and their fast paths produce the outputs, only the
@@ -23,6 +32,8 @@ References:
 
 from __future__ import annotations
 
+import copy
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,9 +47,18 @@ from torch import nn
 from lossurf.data.base import seeded_subset
 from lossurf.errors import LossurfError
 from lossurf.objective import LossFn, user_loss_sum
+from lossurf.precision import check_precision, precision_context
 from lossurf.surface.batchnorm import BN_POLICIES, BNPolicy, batchnorm_modules
 from lossurf.surface.fastpath import compiler_available
 from lossurf.surface.runners import LoopRunner, VmapRunner
+from lossurf.surface.strategy import (
+    DEFAULT_K,
+    Choice,
+    candidates,
+    model_facts,
+    rule_choice,
+    timed_choice,
+)
 
 if TYPE_CHECKING:
     from lossurf.data.base import Dataset
@@ -47,14 +67,18 @@ __all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES"]
 
 #: Evaluation strategies, with what each means.
 STRATEGIES: dict[str, str] = {
-    "auto": "vmap on CUDA, loop elsewhere",
+    "auto": "loop on CPU; on CUDA timed on a few points (large grids) or by rules",
     "loop": "one point at a time on a rewritten, channels-last, optionally compiled copy",
     "vmap": "K points per pass with torch.vmap over functional_call",
+    "time": "time the loop and K points per pass on a few points, keep the fastest",
 }
 TASKS = ("classification", "language_model", "regression")
 #: Auto-compile on CPU when a call evaluates at least this many example-forwards (compilation
 #: takes tens of seconds on two cores, so it must be amortised).
 COMPILE_MIN_WORK = 400_000
+#: ``auto`` times the candidates (on CUDA) only for grids of at least this many points, on
+#: this many points per candidate: timing costs about 4 x (K + TIME_POINTS) points.
+TIME_MIN_POINTS, TIME_POINTS = 256, 16
 #: CPU batch-size targets. Convolutions run best near 128 (activations stay in cache); a dense
 #: (Linear-only) network pays a fixed per-batch cost that dominates at 128: measured on the
 #: 784-512-256 MLP over 10,000 inputs, 30 points/s at 125 and 52 at 2,000 (10,000: 30).
@@ -168,15 +192,18 @@ class Evaluator:
         channels_last: channels-last layout for image inputs (default: True on CPU).
         loss_fn: ``loss_fn(outputs, targets) -> mean loss over the batch`` (default None:
             cross-entropy); required for ``regression`` data.
+        precision: ``fp32`` (default: float32, TF32 off), ``tf32`` or ``bf16`` (autocast);
+            see :mod:`lossurf.precision`.
     """
 
     def __init__(self, model: nn.Module, data: EvalData, *, bn: BNPolicy = "recompute",
                  device: str | torch.device | None = None,
-                 strategy: Literal["auto", "loop", "vmap"] = "auto",
+                 strategy: Literal["auto", "loop", "vmap", "time"] = "auto",
                  points_per_pass: int | None = None, batch_size: int | None = None,
                  compile: bool | None = None, bn_batch_size: int = 128,
                  share_first_layer: bool | None = None, fold_bn: bool = True,
-                 channels_last: bool | None = None, loss_fn: LossFn | None = None) -> None:
+                 channels_last: bool | None = None, loss_fn: LossFn | None = None,
+                 precision: str = "fp32") -> None:
         if bn not in BN_POLICIES:
             raise LossurfError(f"unknown BN policy {bn!r}; use one of: {', '.join(BN_POLICIES)}")
         if strategy not in STRATEGIES:
@@ -195,13 +222,16 @@ class Evaluator:
             raise LossurfError("regression data (floating-point targets) need a loss: pass "
                                "loss_fn=, e.g. torch.nn.functional.mse_loss")
         self.loss_fn = loss_fn
+        self.precision = check_precision(precision)
         if device is None:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else "cpu"
         self.device = torch.device(device)
         self.bn, self.task, self.compile = bn, data.task, compile
-        self.strategy = strategy if strategy != "auto" else ("vmap" if self.device.type == "cuda" else "loop")
-        self._auto = strategy == "auto"
+        self.requested_strategy = strategy
+        self.strategy = strategy if strategy in ("loop", "vmap") else None  # None: not planned
+        self.choice: Choice | None = None
+        self._compile_plan: bool | None = None
         self._shapes = {k: t.shape for k, t in model.state_dict().items()}
         has_bn = bool(batchnorm_modules(model))
         if bn == "recompute" and has_bn and (data.bn_x is None or len(data.bn_x) == 0):
@@ -217,7 +247,8 @@ class Evaluator:
         target = CPU_DENSE_BATCH if dense else CPU_BATCH
         self.batch_size = batch_size or (_near_divisor(len(self.x), target) if cpu else 1024)
         self.bn_batch_size = bn_batch_size
-        self.points_per_pass = points_per_pass or 8
+        self._k_given = points_per_pass is not None
+        self.points_per_pass = points_per_pass or DEFAULT_K
         self.share_first_layer, self.fold_bn = share_first_layer, fold_bn
         self.channels_last = cpu if channels_last is None else channels_last
         self._has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
@@ -233,7 +264,10 @@ class Evaluator:
                                                      fold_bn=self.fold_bn)
             else:
                 self._runners[strategy] = VmapRunner(*args, self.points_per_pass)
-        return self._runners[strategy]
+        runner = self._runners[strategy]
+        if strategy == "vmap":
+            runner.max_points = self.points_per_pass
+        return runner
 
     def __getstate__(self) -> dict:
         # Runners hold rewritten (fx) and compiled modules that do not pickle; a copy shipped
@@ -241,6 +275,75 @@ class Evaluator:
         state = self.__dict__.copy()
         state["_runners"] = {}
         return state
+
+    @property
+    def provenance(self) -> dict[str, object]:
+        """What the plan decided, for the surface's attrs (empty before :meth:`plan`)."""
+        if self.choice is None:
+            return {"precision": self.precision}
+        return {"precision": self.precision, "strategy": self.choice.strategy,
+                "strategy_k": self.choice.k, "strategy_reason": self.choice.reason,
+                "compile": bool(self._compile_plan), "batch_size": self.batch_size,
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else 0}
+
+    def plan(self, anchors: Sequence[Mapping[str, torch.Tensor]],
+             coefficients: torch.Tensor | np.ndarray) -> dict[str, object]:
+        """Decide, once for a grid of these points, the strategy (and K) and compilation.
+
+        Called by :func:`~lossurf.surface.store.compute_surface` with the whole grid before
+        its chunks run (else by the first :meth:`evaluate`); later calls keep the plan.
+
+        Returns:
+            :attr:`provenance`.
+        """
+        if self.choice is not None:
+            return self.provenance
+        c = self._coefficients(coefficients, len(anchors))
+        self._compile_plan = self._want_compile(len(c))
+        if self.requested_strategy in ("loop", "vmap"):
+            k = 1 if self.strategy == "loop" else self.points_per_pass
+            self.choice = Choice(self.strategy, k, "requested")
+        elif self.requested_strategy == "time" or (
+                self.device.type == "cuda" and len(c) >= TIME_MIN_POINTS):
+            self.choice = self._timed(anchors, c)
+        else:
+            # facts from a CPU copy: the user's model is never run or mutated
+            facts = None if self.device.type == "cpu" else model_facts(
+                copy.deepcopy(self._model).cpu(), self.x[:1].cpu())
+            self.choice = rule_choice(facts, self.device, self.points_per_pass)
+        self.strategy = self.choice.strategy
+        if self.choice.strategy == "vmap":
+            self.points_per_pass = self.choice.k
+        return self.provenance
+
+    def _timed(self, anchors, c: torch.Tensor) -> Choice:
+        options, k = candidates(self.points_per_pass), self.points_per_pass
+        if self._k_given:
+            options = [o for o in options if o.strategy == "loop" or o.k == self.points_per_pass]
+
+        def run(option: Choice, n: int) -> None:
+            self.points_per_pass = option.k if option.strategy == "vmap" else self.points_per_pass
+            rows = torch.arange(n, device=c.device) % len(c)
+            with precision_context(self.precision, self.device):
+                self._evaluate_with(option.strategy, anchors, c[rows], self._compile_plan,
+                                    None, None)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
+        try:
+            return timed_choice(options, run, TIME_POINTS, clock)
+        finally:
+            self.points_per_pass = k
+
+    def _coefficients(self, coefficients, num_anchors: int) -> torch.Tensor:
+        c = np.asarray(coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor)
+                       else coefficients, dtype=np.float64)
+        if c.ndim != 2 or c.shape[1] != num_anchors or c.shape[0] == 0:
+            raise LossurfError(f"coefficients have shape {c.shape}; pass an array of shape "
+                               f"[points, {num_anchors}] (one weight per anchor)")
+        if not np.isfinite(c).all():
+            raise LossurfError("coefficients contain NaN or Inf; pass finite values")
+        return torch.as_tensor(c, dtype=torch.float32, device=self.device)
 
     def _want_compile(self, points: int) -> bool:
         if self.compile is not None:
@@ -314,27 +417,23 @@ class Evaluator:
                 raise LossurfError("functional distance compares predicted class probabilities "
                                    "(paper eq. 4.1); it needs classification or language-model "
                                    "data, not regression")
-        c = np.asarray(coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor)
-                       else coefficients, dtype=np.float64)
-        if c.ndim != 2 or c.shape[1] != len(anchors) or c.shape[0] == 0:
-            raise LossurfError(f"coefficients have shape {c.shape}; pass an array of shape "
-                               f"[points, {len(anchors)}] (one weight per anchor)")
-        if not np.isfinite(c).all():
-            raise LossurfError("coefficients contain NaN or Inf; pass finite values")
-        coeffs = torch.as_tensor(c, dtype=torch.float32, device=self.device)
-        compile_ = self._want_compile(len(c))
+        coeffs = self._coefficients(coefficients, len(anchors))
+        self.plan(anchors, coeffs)
+        compile_ = bool(self._compile_plan)
         strategy = self.strategy
-        try:
-            sums = self._evaluate_with(strategy, anchors, coeffs, compile_, reference, progress)
-        except LossurfError:
-            raise
-        except Exception as exc:
-            if not (self._auto and strategy == "vmap"):
+        with precision_context(self.precision, self.device):
+            try:
+                sums = self._evaluate_with(strategy, anchors, coeffs, compile_, reference, progress)
+            except LossurfError:
                 raise
-            warnings.warn(f"vmap evaluation failed ({type(exc).__name__}: {exc}); using the loop "
-                          "strategy", RuntimeWarning, stacklevel=2)
-            self.strategy = "loop"
-            sums = self._evaluate_with("loop", anchors, coeffs, compile_, reference, progress)
+            except Exception as exc:
+                if not (self.requested_strategy in ("auto", "time") and strategy == "vmap"):
+                    raise
+                warnings.warn(f"vmap evaluation failed ({type(exc).__name__}: {exc}); using the "
+                              "loop strategy", RuntimeWarning, stacklevel=2)
+                self.strategy = "loop"
+                self.choice = Choice("loop", 1, f"vmap failed ({type(exc).__name__}); loop")
+                sums = self._evaluate_with("loop", anchors, coeffs, compile_, reference, progress)
         sums = sums.cpu().numpy()
         count = self.y.numel()
         # cross-entropy is summed per prediction (token); a user's loss per example
@@ -358,6 +457,9 @@ class Evaluator:
                      else self.share_first_layer)
         return self._run(runner, anchors, coeffs, share, compile_, ref, progress)
 
+
+#: The strategy timer's clock (a module attribute so that tests can fake timings).
+clock = time.perf_counter
 
 #: Layers whose activations make large CPU batches costly (images, sequences).
 _NOT_DENSE = (nn.modules.conv._ConvNd, nn.RNNBase, nn.Embedding, nn.MultiheadAttention)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from lossurf.precision import no_autocast
 from lossurf.surface.batchnorm import (
     StatsRecorder,
     batchnorm_modules,
@@ -226,7 +227,8 @@ class LoopRunner:
                 for sd in anchors:
                     params = {p: sd[f"{name}.{p}"].to(self.device) for p in pnames}
                     y = functional_call(layer, params, (z,))
-                    rows.append(_physical(y, self.channels_last))
+                    # float32 even under bf16: the outputs are combined in float32 per point
+                    rows.append(_physical(y, self.channels_last).float())
                 result.append((torch.stack(rows), y.shape))
             return result
 
@@ -236,7 +238,10 @@ class LoopRunner:
 
     def _combined_first(self, c: torch.Tensor, cached: tuple[torch.Tensor, torch.Size]) -> torch.Tensor:
         stack, shape = cached
-        out = c @ stack
+        with no_autocast(self.device):
+            out = c @ stack
+        out = out.to(torch.get_autocast_dtype(self.device.type)) if torch.is_autocast_enabled(
+            self.device.type) else out
         if self.channels_last and len(shape) == 4:
             n, ch, h, w = shape
             return out.view(n, h, w, ch).permute(0, 3, 1, 2)
@@ -252,7 +257,8 @@ class LoopRunner:
         v = self.variant
         with torch.no_grad():
             self._c = c = coefficients[0]
-            torch.matmul(c.unsqueeze(0), self.matrix, out=self.flat.view(1, -1))
+            with no_autocast(self.device):  # weights combine in float32 under any precision
+                torch.matmul(c.unsqueeze(0), self.matrix, out=self.flat.view(1, -1))
             if self.recompute:
                 begin_recompute(self.bns)
                 for i, s in enumerate(self.bn_slices):
@@ -321,7 +327,8 @@ class VmapRunner:
     def logits(self, coefficients: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(batch index, logits[K, B, ...])`` for the K points ``coefficients``."""
         with torch.no_grad():
-            flat = coefficients @ self.matrix
+            with no_autocast(self.device):  # weights combine in float32 under any precision
+                flat = coefficients @ self.matrix
             params = {k: self.layout.view(flat, i) for i, k in enumerate(self.layout.keys)}
             module = self.eval_module
             if self.recompute:

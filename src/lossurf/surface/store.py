@@ -55,7 +55,9 @@ __all__ = ["compute_surface", "open_surface", "lock_path", "ChunkTask", "chunk_l
 VARIABLE_ORDER = ("loss", "accuracy", "perplexity", "fdist", "disagreement")
 #: attrs that must match for a store to be resumed rather than refused.
 _IDENTITY = ("lossurf_kind", "grid_fingerprint", "anchor_hashes", "reference_hash", "bn", "data",
-             "loss")
+             "loss", "precision")
+#: What an identity key means when a store (written before the key existed) lacks it.
+_IDENTITY_DEFAULTS = {"precision": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,8 @@ def _open_existing(path: Path, attrs: dict) -> zarr.Group:
             "pass a new --out or delete it"
         ) from None
     for key in _IDENTITY:
-        if stored.get(key) != attrs.get(key):
+        default = _IDENTITY_DEFAULTS.get(key)
+        if stored.get(key, default) != attrs.get(key, default):
             raise LossurfError(
                 f"surface store {path} was computed for a different request ({key} differs: "
                 f"{stored.get(key)!r} there, {attrs.get(key)!r} now); pass a new --out or "
@@ -322,6 +325,9 @@ def compute_surface(
     states = list(anchors) + ([reference] if reference is not None else [])
     check_compatible(states, list(grid.anchors) + (["reference"] if reference is not None else []))
 
+    if hasattr(evaluator, "plan"):  # strategy and compilation decided once for the whole grid
+        decided = evaluator.plan(anchors, grid.flat_coefficients())
+        attrs = {**decided, **(attrs or {})}
     full_attrs = _surface_attrs(evaluator, anchors, grid, reference, attrs)
     task = ChunkTask(evaluator, anchors, grid.flat_coefficients(), reference)
     backend = backend if backend is not None else LocalBackend()
