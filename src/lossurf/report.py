@@ -12,9 +12,22 @@ and writes ``OUT/report.html``:
 - each recipe's settings and provenance (config, versions, command, checkpoint hashes, wall
   times) in collapsible ``<details>``.
 
+A banner on top names the preset, data set, model, epochs, evaluation subset and grid sizes
+and says when that is a small proxy of the paper's scale (:mod:`lossurf.reporting.context`),
+and the command that was run (``OUT/invocations.json``, written by ``lossurf demo``). Every
+figure that shows surface stores says their settings (grid, examples per point, BN policy)
+beside it. A figure is drawn again only when its inputs or the drawing code changed
+(:mod:`lossurf.reporting.cache`).
+
+Adding a figure kind: write a drawer ``(spec, result) -> Drawing`` in ``lossurf/plots/``,
+register it in :data:`lossurf.plots.draw.DRAWERS` and add the kind to
+:data:`lossurf.experiments.result.FIGURE_KINDS`; the report needs no change (it draws every
+spec through ``draw``, and reads the surface settings of any ``*.zarr`` path in its data).
+
 The page opens offline: figures are base64 PNGs, styles are inline, and plotly.js is inlined
 once in a ``<script id="plotly-bundle">`` -- the only place where URLs (inside plotly's own
-source) appear. Every text from the data is escaped. A figure that cannot be drawn shows its
+source) appear, and the page says that its PDF links are its only references to other files,
+so a report moved alone still works. Every text from the data is escaped. A figure that cannot be drawn shows its
 error in place; recipes that did not run have no section and their claims read NOT TESTED.
 """
 
@@ -29,6 +42,15 @@ from typing import Any
 
 from lossurf.errors import LossurfError
 from lossurf.experiments.result import Claim, RecipeResult
+from lossurf.reporting.cache import FigureCache, fingerprint
+from lossurf.reporting.context import (
+    PAPER_SCALE,
+    figure_stores,
+    read_invocations,
+    scale_of,
+    store_settings,
+    training_seconds,
+)
 from lossurf.runs import atomic_write_text
 
 __all__ = ["write_report", "RECIPE_ORDER", "find_results"]
@@ -56,7 +78,12 @@ th{background:#f3f3f3}
 .note{color:#8a4b00}
 details{margin:.4em 0}summary{cursor:pointer;font-weight:600}
 pre{background:#f6f8fa;padding:.6em;overflow-x:auto;font-size:.85em}
-.plotly-holder{margin-top:.8em}nav ol{columns:2}
+.plotly-holder{margin-top:.8em;width:100%;overflow:hidden}nav ol{columns:2}
+.plotly-holder .plotly-graph-div{width:100%!important}
+.banner{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:.6em 1em}
+.banner table{margin:.3em 0}.banner th{background:none;width:11em}
+.proxy{background:#fff8c5;border:1px solid #bf8700;border-radius:4px;padding:.3em .6em}
+.settings{font-size:.9em;color:#444;margin:.3em 0}
 """
 
 
@@ -157,17 +184,36 @@ def _img(path: Path, alt: str, width_in: float) -> str:
             f'style="width:{width}px">')
 
 
-def _figure(spec, result: RecipeResult, figures_dir: Path, out: Path) -> str:
+def _surface_settings(spec, result: RecipeResult) -> str:
+    """One line naming the grid, examples per point and BN policy of a figure's stores."""
+    texts: list[str] = []
+    for store in figure_stores(spec, result):
+        settings = store_settings(store)
+        if settings is not None and settings.text() not in texts:
+            texts.append(settings.text())
+    if not texts:
+        return ""
+    return f'<p class="settings"><b>Surface settings:</b> {_e("; ".join(texts))}</p>'
+
+
+def _figure(spec, result: RecipeResult, figures_dir: Path, out: Path,
+            cache: FigureCache) -> str:
     from lossurf.plots import draw
 
     anchor = _e(f"{result.recipe}-{spec.key}")
     head = f'<figure id="{anchor}"><h3>{_e(spec.title)}</h3>'
-    try:
-        drawn = draw(spec, result, figures_dir)
-    except (LossurfError, OSError, KeyError, ValueError, TypeError) as err:
-        return (head + f'<div class="error">This figure could not be drawn: {_e(err)}</div>'
-                f"<figcaption>{_e(spec.caption)}</figcaption></figure>")
-    body = [head, _img(drawn.png, spec.title, drawn.width_in)]
+    key = f"{result.recipe}/{spec.key}"
+    print_ = fingerprint(spec, result)
+    drawn = cache.get(key, print_)
+    if drawn is None:
+        try:
+            drawn = draw(spec, result, figures_dir)
+        except (LossurfError, OSError, KeyError, ValueError, TypeError) as err:
+            cache.forget(key)
+            return (head + f'<div class="error">This figure could not be drawn: {_e(err)}</div>'
+                    f"<figcaption>{_e(spec.caption)}</figcaption></figure>")
+        cache.put(key, print_, drawn)
+    body = [head, _surface_settings(spec, result), _img(drawn.png, spec.title, drawn.width_in)]
     notes = " ".join(drawn.notes)
     pdf = drawn.pdf.relative_to(out).as_posix()
     body.append(f"<figcaption>{_e(spec.caption)}"
@@ -206,14 +252,19 @@ def _experiment_provenance(name: str, root: Path) -> str:
         except json.JSONDecodeError:
             info = {}
         rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(info[k])}</td></tr>"
-                       for k in ("lossurf", "torch", "python", "command") if k in info)
+                       for k in ("lossurf", "torch", "python") if k in info)
+        if "command" in info:
+            # every recipe sharing the experiment rewrites it: it names the last one to train
+            rows += ("<tr><th>last training command (manifest.json)</th>"
+                     f"<td><code>{_e(info['command'])}</code></td></tr>")
         parts.append(f"<table>{rows}</table>")
     runs_dir = root / "runs"
     rows = []
     for run_dir in sorted(p for p in runs_dir.glob("*") if p.is_dir()):
         status_text = _read(run_dir / "status.json")
         status = json.loads(status_text) if status_text else {"status": "not started"}
-        wall = _last_wall_time(run_dir / "metrics.csv")
+        seconds = training_seconds(run_dir / "metrics.csv")
+        wall = "" if seconds is None else f"{seconds:.1f}"
         hashes = "<br>".join(f"{_e(k)}: <code>{_e(v)}</code>"
                              for k, v in sorted(status.get("checkpoints", {}).items()))
         rows.append(f"<tr><td>{_e(run_dir.name)}</td><td>{_e(status.get('status'))}</td>"
@@ -221,27 +272,28 @@ def _experiment_provenance(name: str, root: Path) -> str:
                     f"<td>{hashes}</td></tr>")
     if rows:
         parts.append("<table><tr><th>run</th><th>status</th><th>epochs</th>"
-                     "<th>training wall time (s)</th><th>checkpoint sha256</th></tr>"
+                     "<th>training wall time (s), all processes</th>"
+                     "<th>checkpoint sha256</th></tr>"
                      + "".join(rows) + "</table>")
     parts.append("</details>")
     return "".join(parts)
 
 
-def _last_wall_time(path: Path) -> str:
-    if not path.is_file():
-        return ""
-    import pandas as pd
-
-    frame = pd.read_csv(path)
-    if "wall_time" not in frame or frame.empty:
-        return ""
-    return f"{float(frame['wall_time'].iloc[-1]):.1f}"
+def _training_total(result: RecipeResult) -> float:
+    """Training seconds of every run of the recipe's experiments, summed over resumes."""
+    total = 0.0
+    for relative in result.experiments.values():
+        for run_dir in result.path(relative).glob("runs/*"):
+            total += training_seconds(run_dir / "metrics.csv") or 0.0
+    return total
 
 
 def _provenance(result: RecipeResult) -> str:
     parts = ["<details><summary>Settings and provenance</summary>",
-             f"<p>preset <b>{_e(result.preset)}</b>, recipe wall time "
-             f"{result.wall_time:.1f} s, directory <code>{_e(result.root)}</code></p>"]
+             f"<p>preset <b>{_e(result.preset)}</b>; wall time of the recipe's last process "
+             f"{result.wall_time:.1f} s; training time of its runs, summed over every process "
+             f"that trained them (resumes included) {_training_total(result):.1f} s; directory "
+             f"<code>{_e(result.root)}</code></p>"]
     for name, relative in sorted(result.experiments.items()):
         parts.append(_experiment_provenance(name, result.path(relative)))
     if result.measurements:
@@ -257,23 +309,57 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _section(result: RecipeResult, figures_dir: Path, out: Path) -> str:
+def _section(result: RecipeResult, figures_dir: Path, out: Path, cache: FigureCache) -> str:
     anchor = _e(f"recipe-{result.recipe}")
     body = [f'<section id="{anchor}"><h2>{_e(result.section)} {_e(result.title)}</h2>',
             _provenance(result)]
-    body += [_figure(spec, result, figures_dir, out) for spec in result.figures]
+    body += [_figure(spec, result, figures_dir, out, cache) for spec in result.figures]
     if not result.figures:
         body.append("<p>This recipe draws no figures.</p>")
     body.append("</section>")
     return "".join(body)
 
 
-def write_report(out: str | Path) -> Path:
+def _listing(values: list) -> str:
+    return ", ".join(str(v) for v in values) if values else "not recorded"
+
+
+def _banner(out: Path, results: list[RecipeResult]) -> str:
+    """What was run, at what scale, by which command (the top of the page)."""
+    if not results:
+        return ""
+    scale = scale_of(results)
+    rows = [("preset", _listing(scale.presets)), ("data set", _listing(scale.data)),
+            ("model", _listing(scale.models)), ("epochs", _listing(scale.epochs)),
+            ("evaluation subset", _listing([f"{n} training examples" for n in
+                                            scale.eval_subsets])),
+            ("surface grids", _listing(scale.grids))]
+    invocations = read_invocations(out)
+    if invocations:
+        last = invocations[-1]
+        total = sum(float(r.get("wall_time") or 0.0) for r in invocations)
+        rows.append(("command", f"{last.get('command', '?')} (started {last.get('started', '?')})"))
+        rows.append(("wall time", f"{total:.1f} s over {len(invocations)} process"
+                     + ("es (resumes included)" if len(invocations) > 1 else "")
+                     + f"; the last took {float(last.get('wall_time') or 0.0):.1f} s"))
+    table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    proxy = (f'<p class="proxy">This run is a <b>small proxy of the paper\'s scale</b> '
+             f"({_e(PAPER_SCALE)}): its numbers test the paper's claims in kind, not in "
+             "magnitude.</p>" if scale.proxy else
+             f"<p>This run is at the paper's scale ({_e(PAPER_SCALE)}).</p>")
+    return f'<div class="banner" id="banner"><table>{table}</table>{proxy}</div>'
+
+
+def write_report(out: str | Path, redrawn: list[str] | None = None) -> Path:
     """Draw every figure of every recipe under ``out`` and write ``out/report.html``.
+
+    Figures whose inputs and drawing code did not change since the last call are not drawn
+    again (``OUT/figures/drawn.json`` records what was drawn from what).
 
     Args:
         out: the output directory of ``lossurf run`` (``OUT/<recipe>/result.json``, and
             ``OUT/claims.json`` once all recipes ran).
+        redrawn: if given, receives the ``recipe/key`` of every figure drawn by this call.
 
     Returns:
         The path of ``report.html``.
@@ -290,7 +376,12 @@ def write_report(out: str | Path) -> Path:
     problems: list[str] = []
     results = find_results(out, problems)
     figures_dir = out / "figures"
-    sections = [_section(r, figures_dir, out) for r in results]
+    cache = FigureCache(figures_dir)
+    sections = [_section(r, figures_dir, out, cache) for r in results]
+    if results:
+        cache.save({f"{r.recipe}/{s.key}" for r in results for s in r.figures})
+    if redrawn is not None:
+        redrawn.extend(cache.redrawn)
     toc = "".join(f'<li><a href="#recipe-{_e(r.recipe)}">{_e(r.section)} {_e(r.title)}</a></li>'
                   for r in results)
     missing = [r for r in RECIPE_ORDER if r not in {x.recipe for x in results}]
@@ -305,6 +396,10 @@ def write_report(out: str | Path) -> Path:
         "<h1>An Empirical Analysis of Deep Network Loss Surfaces: reproduction report</h1>",
         f"<p>lossurf {_e(__version__)}, written {_e(stamp)} from <code>{_e(out)}</code>. "
         "Every number below is computed from this run's data.</p>",
+        _banner(out, results),
+        '<p class="note">This page is self-contained: figures, styles and plotly.js are inside '
+        "it, so it can be moved or mailed alone. Its only references to other files are the "
+        "PDF links, to <code>figures/</code> next to it.</p>",
         '<nav><h2>Contents</h2><ol><li><a href="#claims">Reproduction table</a></li>'
         f"{toc}</ol>",
         (f"<p class=\"note\">Recipes that did not run: {_e(', '.join(missing))}.</p>"

@@ -20,7 +20,7 @@ from lossurf.errors import LossurfError
 from lossurf.plots.base import Drawing, read_metrics, read_table, require
 from lossurf.plots.clip import clip_note, clip_values
 from lossurf.plots.lines import panel_grid
-from lossurf.plots.style import CLIP_COLOR, axis_label, color_for, new_figure, style
+from lossurf.plots.style import CLIP_COLOR, axis_label, color_for, new_figure, series_style, style
 
 if TYPE_CHECKING:
     from lossurf.experiments.result import FigureSpec, RecipeResult
@@ -72,15 +72,17 @@ def draw_curves(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
             for s, xs, values in loaded:
                 label = str(s["label"])
                 group = str(s.get("group", ""))
-                ls = _STYLES[groups.index(group) % len(_STYLES)]
+                # seeds, switch points and BN fix the style; otherwise the group picks it
+                look = series_style(label, group)
+                look_kw = look.kwargs(len(xs), _STYLES[groups.index(group) % len(_STYLES)])
                 name = f"{label} ({group})" if group else label
                 if bounded:
-                    ax.plot(xs, values, color=color_for(label), ls=ls)
+                    ax.plot(xs, values, **look_kw)
                     count = 0
                 else:
                     c = clip_values(values, ceiling=ceiling)
                     shown = np.where(c.clipped, np.nan, c.values)
-                    ax.plot(xs, shown, color=color_for(label), ls=ls)
+                    ax.plot(xs, shown, **look_kw)
                     count = c.count
                     if count:
                         ax.plot(xs[c.clipped], c.values[c.clipped], "x", color=CLIP_COLOR,
@@ -89,7 +91,8 @@ def draw_curves(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
                         handles["diverged / clipped"] = Line2D([], [], ls="", marker="x",
                                                                color=CLIP_COLOR, mew=2)
                 clipped[f"{name}/{column}"] = count
-                handles.setdefault(name, Line2D([], [], color=color_for(label), ls=ls))
+                handles.setdefault(name, Line2D([], [], **{k: v for k, v in look_kw.items()
+                                                           if k != "markevery"}))
             ax.set_xlabel(axis_label(x_name))
             ax.set_ylabel(axis_label(column))
         for index in range(len(columns), rows * cols):

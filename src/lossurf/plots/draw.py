@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lossurf.errors import LossurfError
 from lossurf.plots.base import Drawing
+from lossurf.plots.beyond import BEYOND_DRAWERS
 from lossurf.plots.curves import draw_bars, draw_curves, draw_matrix
 from lossurf.plots.lines import draw_lines
 from lossurf.plots.style import DPI, style
@@ -35,6 +36,7 @@ DRAWERS: dict[str, Callable[["FigureSpec", "RecipeResult"], Drawing]] = {
     "curves": draw_curves,
     "bars": draw_bars,
     "matrix": draw_matrix,
+    **BEYOND_DRAWERS,  # the "Beyond the paper" kinds (lossurf.plots.beyond)
 }
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
@@ -83,10 +85,17 @@ def figure_stem(recipe: str, key: str) -> str:
 
 
 def _save(figure, stem: Path) -> tuple[Path, Path, float]:
+    import io
+
+    from lossurf.runs import atomic_write_bytes
+
     png, pdf = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
     with style():
-        figure.savefig(png, dpi=DPI)
-        figure.savefig(pdf)
+        for path, extra in ((png, {"dpi": DPI}), (pdf, {})):
+            # atomic and with the umask's mode: a killed redraw never leaves half a figure
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=path.suffix[1:], **extra)
+            atomic_write_bytes(path, buffer.getvalue())
     return png, pdf, float(figure.get_size_inches()[0])
 
 

@@ -42,7 +42,8 @@ def _traces(plane: Plane, visible: bool) -> list:
     surface = go.Surface(
         x=plane.first, y=plane.second, z=_nullable(plane.values), name=plane.name,
         colorscale="Viridis", cmin=low, cmax=float(max(plane.ceiling, low + 1e-12)),
-        colorbar={"title": {"text": plane.var}}, visible=visible,
+        colorbar={"title": {"text": plane.var, "side": "right"}, "thickness": 14, "len": 0.7,
+                  "x": 1.0, "xanchor": "right", "xpad": 4}, visible=visible,
         hovertemplate=f"{plane.dims[0]}=%{{x:.3f}}<br>{plane.dims[1]}=%{{y:.3f}}<br>"
                       f"{plane.var}=%{{z:.4g}}<extra></extra>",
     )
@@ -91,12 +92,19 @@ def surface_fragment(planes: list[Plane], div_id: str, *, height: int = 560) -> 
         for trace in traces:
             fig.add_trace(trace)
     first = planes[0]
+    # Sized by its box, not by a fixed width: autosize with the responsive config follows the
+    # page from 900 px to 1,400 px. The scene leaves the colour bar its strip on the right and
+    # the camera stands back far enough that the axis titles stay inside the box.
     fig.update_layout(
-        template="none", height=height, margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        template="none", autosize=True, height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10, "autoexpand": True},
         font={"size": 13},
         scene={"xaxis": {"title": {"text": axis_label(first.dims[0])}},
                "yaxis": {"title": {"text": axis_label(first.dims[1])}},
-               "zaxis": {"title": {"text": axis_label(first.var)}}},
+               "zaxis": {"title": {"text": axis_label(first.var)}},
+               "domain": {"x": [0.0, 0.9], "y": [0.0, 1.0]},
+               "camera": {"eye": {"x": 1.5, "y": 1.5, "z": 1.0}},
+               "aspectmode": "manual", "aspectratio": {"x": 1.0, "y": 1.0, "z": 0.7}},
         legend={"x": 0, "y": 1},
     )
     if len(planes) > 1:
@@ -112,5 +120,6 @@ def surface_fragment(planes: list[Plane], div_id: str, *, height: int = 560) -> 
     safe = _ID.sub("-", div_id)
     return fig.to_html(
         full_html=False, include_plotlyjs=False, div_id=safe, default_height=f"{height}px",
+        default_width="100%",
         config={"displaylogo": False, "responsive": True},
     )

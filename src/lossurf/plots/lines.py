@@ -15,7 +15,7 @@ import numpy as np
 from lossurf.errors import LossurfError
 from lossurf.plots.base import Drawing, open_store, require, surface_values
 from lossurf.plots.clip import clip_note, clip_values
-from lossurf.plots.style import CLIP_COLOR, axis_label, color_for, new_figure, style
+from lossurf.plots.style import CLIP_COLOR, axis_label, new_figure, series_style, style
 
 if TYPE_CHECKING:
     from lossurf.experiments.result import FigureSpec, RecipeResult
@@ -69,10 +69,14 @@ def draw_lines(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
             ceiling = clip_values(present).ceiling if present.size else None
             for series, xs, values, missing in loaded:
                 label = str(series["label"])
+                look = series_style(label, str(series.get("group", "")))
                 c = clip_values(values, missing=missing, ceiling=ceiling)
                 # the line breaks at clipped points: only the marks show where they were
                 shown = np.where(c.clipped, np.nan, c.values)
-                ax.plot(xs, shown, color=color_for(label), label=label)
+                # the legend names the BN variant when only the panel title would say it
+                legend = (f"{label} (without BN)" if look.hollow and "bn" not in label.lower()
+                          else label)
+                ax.plot(xs, shown, label=legend, **look.kwargs(len(xs)))
                 if c.count:
                     any_clipped = True
                     ax.plot(xs[c.clipped], c.values[c.clipped], "x", color=CLIP_COLOR,

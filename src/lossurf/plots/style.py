@@ -9,6 +9,11 @@ Colours are a fixed map from optimizer names to colours, so ``adam`` is the same
 figure of every recipe. Labels are normalised first (``adam@seed1``, ``Adam:epoch=10`` map to
 ``adam``); switch runs (``sgd-to-adam-50``) mix the colours of their two methods; anything
 else gets a colour derived from a hash of its name (stable across runs and processes).
+
+Beyond the colour, :func:`series_style` tells series apart that share a method: the seed picks
+the line style (seed 0 solid, 1 dashed, 2 dotted, 3 dash-dot), a switch point picks a marker
+(25 % circle, 50 % square, 75 % triangle), and a run without batch norm gets a lighter colour,
+a dashed line (where the seed leaves the style free) and hollow triangles.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -31,6 +38,8 @@ __all__ = [
     "color_for",
     "axis_label",
     "new_figure",
+    "SeriesStyle",
+    "series_style",
 ]
 
 DPI = 150
@@ -174,3 +183,85 @@ def color_for(label: str) -> str:
             return _darken(OPTIMIZER_COLORS[name])
     digest = int(hashlib.sha256(key.encode()).hexdigest(), 16)
     return _FALLBACK[digest % len(_FALLBACK)]
+
+
+#: Line style per seed (index = seed modulo the length).
+SEED_LINESTYLES: tuple = ("-", "--", ":", "-.")
+#: Marker per switch point (percentage of epochs on the first method); others get "D".
+SWITCH_MARKERS = {25: "o", 50: "s", 75: "^"}
+#: Marker of runs without batch norm (drawn hollow).
+NO_BN_MARKER = "v"
+
+_SEED = re.compile(r"\s*(?:@seed\s*(\d+)|\(\s*seed\s*(\d+)\s*\)|,?\s*\bseed\s*(\d+))", re.I)
+_NO_BN = re.compile(r",?\s*\b(?:without\s+(?:bn|batch[ -]?norm)|no[- ]?bn|bn\s*=\s*false)\b", re.I)
+_WITH_BN = re.compile(r",?\s*\b(?:with\s+(?:bn|batch[ -]?norm)|bn)\b", re.I)
+_ARROW = re.compile(r"^\s*(?P<a>[\w+.-]+)\s*->\s*(?P<b>[\w+.-]+)(?:\s+at\s+(?P<p>\d+)\s*%)?\s*$")
+_PERCENT = re.compile(r"(\d+)\s*%|-to-.+-(\d+)(?:@|$)")
+
+
+@dataclass(frozen=True)
+class SeriesStyle:
+    """How one series is drawn: its colour, line style and marker (None: no marker).
+
+    ``linestyle`` is None when nothing in the series fixes it (the caller may then pick one
+    per group).
+    """
+
+    color: str
+    linestyle: Any | None = None
+    marker: str | None = None
+    hollow: bool = False
+
+    def kwargs(self, points: int, default_linestyle: Any = "-") -> dict[str, Any]:
+        """``ax.plot`` keyword arguments; markers on about 8 of ``points`` points."""
+        out: dict[str, Any] = {"color": self.color,
+                               "ls": self.linestyle if self.linestyle is not None
+                               else default_linestyle}
+        if self.marker:
+            out.update(marker=self.marker, markevery=max(1, points // 8), markersize=6)
+            if self.hollow:
+                out.update(markerfacecolor="white", markeredgecolor=self.color, mew=1.4)
+        return out
+
+
+def _lighten(color: str, share: float = 0.5) -> str:
+    return _mix("#ffffff", color, share)
+
+
+def series_style(label: str, group: str = "") -> SeriesStyle:
+    """The style of a series: method colour, seed line style, switch marker, BN variant.
+
+    Args:
+        label: the series label (``sgd (seed 1)``, ``adam@seed0``, ``sgd -> adam at 25%``,
+            ``N(-1, 1), without BN``).
+        group: its group, which may carry the batch-norm variant (``sgd, no-bn``).
+
+    Returns:
+        A :class:`SeriesStyle`; two series that differ only in seed, switch point or batch
+        norm never get the same one.
+    """
+    text = str(label)
+    seed = None
+    match = _SEED.search(text)
+    if match:
+        seed = int(next(g for g in match.groups() if g is not None))
+        text = _SEED.sub("", text)
+    context = f"{text} {group}"
+    no_bn = bool(_NO_BN.search(context))
+    text = _WITH_BN.sub("", _NO_BN.sub("", text)).strip(" ,")
+    text = re.sub(r"\s+only$", "", text)  # "sgd only" (Fig. 7) is the sgd run
+    marker = None
+    arrow = _ARROW.match(text)
+    if arrow:  # "a -> b at p%": the colour of the switch run a-to-b-p
+        text = f"{arrow['a']}-to-{arrow['b']}" + (f"-{arrow['p']}" if arrow["p"] else "")
+    percent = _PERCENT.search(text)
+    if percent:
+        marker = SWITCH_MARKERS.get(int(next(g for g in percent.groups() if g)), "D")
+    color = color_for(text or str(label))
+    linestyle = SEED_LINESTYLES[seed % len(SEED_LINESTYLES)] if seed is not None else None
+    if no_bn:
+        color = _lighten(_darken(color, 0.85), 0.55)
+        if linestyle is None:
+            linestyle = (0, (6, 2, 1, 2))  # dash-dot-ish: distinct from every seed style
+        return SeriesStyle(color, linestyle, marker or NO_BN_MARKER, hollow=True)
+    return SeriesStyle(color, linestyle, marker)
