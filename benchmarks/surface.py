@@ -1,38 +1,42 @@
-"""Grid points per second of the surface evaluator against the naive loop peers use.
+"""Grid points per second of ``lossurf.surface.plane`` as a user calls it, against loss-landscapes.
 
-One point = the loss over the whole evaluation set. The naive loop does what peers do: combine
-the anchors' state dicts, ``load_state_dict`` into the model, eval mode, batches of 256 in the
-default memory format. Both run with BN policy ``interpolate``; the cost of ``recompute`` is
-reported beside it, relative to ``interpolate`` and to (eval + the statistics passes alone).
-FLOPs come from ``FlopCounterMode`` on one forward; the machine's rate from a large float32
-matmul in the same process. Timings alternate naive / evaluator for several rounds and keep the
-best of each, because the machine is shared.
+Both run in this one process, on the same model, anchor weights and evaluation examples:
 
-    python benchmarks/surface.py [--rounds 3] [--threads 2] [--quick]
+- **loss-landscapes 3.0.6** (``pip install -r benchmarks/requirements-bench.txt``):
+  ``planar_interpolation(start, end_one, end_two, Loss(cross_entropy, x, y), steps)``, the
+  models in eval mode, as its README calls it;
+- **lossurf**: ``lossurf.surface.plane(model, anchors, data, steps=..., progress=False)`` with
+  default settings (barycentric plane, BN ``recompute``, threads, strategy, batch size and
+  compilation chosen by lossurf), and the same with ``bn="interpolate"``.
+
+A point is the loss over the whole evaluation set. Each timing is one whole call (a fresh
+evaluator: preparation and any compilation included). Rounds interleave the three calls per
+workload; the table reports medians over rounds, and ratios of medians. ``recompute`` is also
+compared with ``interpolate`` plus the statistics passes alone (timed on the evaluator's own
+statistics graph). The machine's load average is printed before and after: on a shared machine
+only ratios measured within one run mean anything.
+
+    python benchmarks/surface.py [--rounds 3] [--only W1,W3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
+import lossurf.surface as surface
 from lossurf.config import DataSpec, ModelSpec
 from lossurf.data import load
 from lossurf.models import build
 from lossurf.surface.batchnorm import begin_recompute, end_recompute
 from lossurf.surface.evaluate import EvalData, Evaluator
-
-
-def matmul_rate(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
-    return 2 * n**3 / best
+from lossurf.threads import torch_threads
 
 
 def _timed(fn) -> float:
@@ -41,114 +45,114 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def naive_points(model, anchors, coeffs, x, y) -> None:
-    """Peers' loop: combined state dict -> load_state_dict -> eval -> batches of 256."""
-    for c in coeffs:
-        state = {k: (sum(float(ci) * a[k] for ci, a in zip(c, anchors)) if v.is_floating_point() else v)
-                 for k, v in anchors[0].items()}
-        model.load_state_dict(state)
-        model.eval()
-        with torch.no_grad():
-            loss = sum(F.cross_entropy(model(x[i: i + 256]), y[i: i + 256], reduction="sum")
-                       for i in range(0, len(x), 256))
-        float(loss)
-
-
-def forward_flops(model, x) -> float:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.eval()(x[:256])
-    return counter.get_total_flops() * len(x) / min(256, len(x))
-
-
 def workloads(quick: bool):
-    digits = load(DataSpec(name="digits"))
+    """``(key, name, spec, data source, grid steps)``: the issue's W1-W3."""
     g = torch.Generator().manual_seed(0)
-    cifar_x = torch.randn(2048, 3, 32, 32, generator=g)
-    cifar_bn = torch.randn(1024, 3, 32, 32, generator=g)
-    mlp_x = torch.randn(10_000, 784, generator=g)
-    yield ("cnn-small BN, digits (1,438)", ModelSpec(name="cnn-small", options={"batch_norm": True}),
-           EvalData.from_dataset(digits, "train"), 40, True)
-    yield ("vgg BN w=0.5, CIFAR-shaped (2,048)",
+    cifar = EvalData(torch.randn(2048, 3, 32, 32, generator=g),
+                     torch.randint(0, 10, (2048,), generator=g), "classification",
+                     torch.randn(1024, 3, 32, 32, generator=g))
+    mlp = EvalData(torch.randn(10_000, 784, generator=g),
+                   torch.randint(0, 10, (10_000,), generator=g), "classification",
+                   torch.randn(1024, 784, generator=g))
+    yield ("W1", "small BN CNN, digits train (1,438)",
+           ModelSpec(name="cnn-small", options={"batch_norm": True}), load(DataSpec(name="digits")),
+           8 if quick else 21)
+    yield ("W2", "VGG BN w=0.5, 2,048 CIFAR-shaped",
            ModelSpec(name="vgg", options={"batch_norm": True, "width": 0.5, "dropout": 0.0}),
-           EvalData(cifar_x, torch.randint(0, 10, (2048,), generator=g), "classification", cifar_bn),
-           2 if quick else 4, True)
-    yield ("mlp 784-512-256, 10,000 inputs",
-           ModelSpec(name="mlp", options={"in_features": 784, "hidden": [512, 256]}),
-           EvalData(mlp_x, torch.randint(0, 10, (10_000,), generator=g), "classification",
-                    torch.randn(1024, 784, generator=g)), 10, False)
+           cifar, 2 if quick else 3)
+    yield ("W3", "MLP 784-512-256, 10,000 inputs",
+           ModelSpec(name="mlp", options={"in_features": 784, "hidden": [512, 256]}), mlp,
+           4 if quick else 8)
 
 
-def stats_pass_time(ev: Evaluator, anchors, coeffs) -> float:
-    """Seconds per point of the BN statistics passes alone (on the evaluator's own copy)."""
+def loss_landscapes_plane(spec: ModelSpec, anchors, x, y, steps: int) -> None:
+    """The peer, as its README calls it: three models, a Loss metric, ``planar_interpolation``."""
+    import loss_landscapes
+    from loss_landscapes.metrics import Loss
+
+    models = []
+    for sd in anchors:
+        m = build(spec, seed=0)
+        m.load_state_dict(sd)
+        models.append(m.eval())
+    loss_landscapes.planar_interpolation(*models, Loss(F.cross_entropy, x, y), steps=steps,
+                                         deepcopy_model=True)
+
+
+def stats_seconds(model, data: EvalData, anchors, threads: int) -> float:
+    """Seconds per point of the BN statistics passes alone, on the evaluator's own graph, at
+    the thread count the API chose."""
+    ev = Evaluator(model, data, bn="recompute", compile=False)
     runner = ev._runner("loop")
+    if not runner.recompute:
+        return 0.0
     runner.prepare(anchors, False, False)
     stat = runner._variants[(False, False)].stat_module
-    with torch.no_grad():
-        torch.matmul(coeffs[:1].float(), runner.matrix, out=runner.flat.view(1, -1))
-        begin_recompute(runner.bns)
-        t = time.perf_counter()
-        for s in runner.bn_slices:
-            stat(runner.bn_x[s])
-        took = time.perf_counter() - t
-        end_recompute(runner.bns)
-    return took
+    c = torch.tensor([[0.4, 0.3, 0.3]])
+    with torch.no_grad(), torch_threads(threads):
+        torch.matmul(c, runner.matrix, out=runner.flat.view(1, -1))
+        best = float("inf")
+        for _ in range(3):
+            begin_recompute(runner.bns)
+            t = time.perf_counter()
+            for s in runner.bn_slices:
+                stat(runner.bn_x[s])
+            best = min(best, time.perf_counter() - t)
+            end_recompute(runner.bns)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="fewer points (a smoke run)")
+    parser.add_argument("--only", default="W1,W2,W3", help="comma-separated workload keys")
+    parser.add_argument("--quick", action="store_true", help="smaller grids (a smoke run)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    rate = matmul_rate()
-    print(f"matmul rate: {rate / 1e9:.1f} GFLOP/s ({args.threads} threads)")
+    wanted = set(args.only.split(","))
+    print(f"load average at start: {os.getloadavg()}, usable cores: "
+          f"{len(os.sched_getaffinity(0))}, torch threads (loss-landscapes): "
+          f"{torch.get_num_threads()}", flush=True)
     rows = []
-    for name, spec, data, points, compile_ in workloads(args.quick):
+    for key, name, spec, source, steps in workloads(args.quick):
+        if key not in wanted:
+            continue
         model = build(spec, seed=0)
         anchors = [build(spec, seed=s).state_dict() for s in (1, 2, 3)]
-        coeffs = torch.distributions.Dirichlet(torch.ones(3)).sample((points,)).double()
-        flops = forward_flops(copy.deepcopy(model), data.x)
-        ev = Evaluator(model, data, bn="interpolate", compile=compile_)
-        warm = _timed(lambda: ev.evaluate(anchors, coeffs[:2]))  # includes compilation
-        naive_model = copy.deepcopy(model)
-        t_naive = t_ev = float("inf")
-        for _ in range(args.rounds):
-            t_naive = min(t_naive, _timed(lambda: naive_points(naive_model, anchors, coeffs, data.x, data.y)))
-            t_ev = min(t_ev, _timed(lambda: ev.evaluate(anchors, coeffs)))
-        rate = max(rate, matmul_rate(reps=2))
-        rec = Evaluator(model, data, bn="recompute", compile=compile_)
-        rec.evaluate(anchors, coeffs[:2])
-        t_rec = min(_timed(lambda: rec.evaluate(anchors, coeffs)) for _ in range(args.rounds))
-        t_stats = min(stats_pass_time(rec, anchors, coeffs) for _ in range(args.rounds)) * points
-        rows.append((name, points / t_naive, points / t_ev, t_naive / t_ev,
-                     flops * points / t_ev / rate, t_rec / t_ev, t_rec / (t_ev + t_stats), warm))
-        print(f"  done: {name}", flush=True)
-    print(f"\nmatmul rate (best seen): {rate / 1e9:.1f} GFLOP/s\n")
-    header = ("workload", "naive pts/s", "evaluator pts/s", "ratio", "FLOP frac",
-              "recompute/interp", "recompute/(eval+stats)", "warm-up s")
+        data, _ = surface.eval_data(source)
+        points = steps * steps
+        times: dict[str, list[float]] = {"peer": [], "recompute": [], "interpolate": []}
+        attrs: dict = {}
+
+        def ours(bn: str) -> None:
+            ds = surface.plane(model, anchors, source, steps=steps, bn=bn, progress=False)
+            attrs[bn] = ds.attrs
+
+        calls = {"peer": lambda: loss_landscapes_plane(spec, anchors, data.x, data.y, steps),
+                 "recompute": lambda: ours("recompute"),
+                 "interpolate": lambda: ours("interpolate")}
+        for r in range(args.rounds):
+            for label, call in calls.items():
+                times[label].append(_timed(call))
+            print(f"  {key} round {r + 1}: " + ", ".join(
+                f"{label} {points / t[-1]:.3g} pts/s" for label, t in times.items()), flush=True)
+        med = {label: statistics.median(t) for label, t in times.items()}
+        a = attrs["recompute"]
+        stats = stats_seconds(model, data, anchors, max(1, a["threads"])) * points
+        rows.append((key, name, points, points / med["peer"], points / med["recompute"],
+                     med["peer"] / med["recompute"], points / med["interpolate"],
+                     med["peer"] / med["interpolate"],
+                     med["recompute"] / (med["interpolate"] + stats),
+                     f"{a['strategy']}, {a['threads']} thr, batch {a['batch_size']}, "
+                     f"compile {a['compile']}"))
+    print(f"\nload average at end: {os.getloadavg()}\n")
+    header = ("", "workload", "points", "loss-landscapes pts/s", "plane (default) pts/s",
+              "ratio", "plane interpolate pts/s", "ratio", "recompute/(interp+stats)",
+              "lossurf chose")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
-        print(f"{r[0]} | {r[1]:.2f} | {r[2]:.2f} | {r[3]:.2f}x | {r[4]:.0%} | {r[5]:.2f}x | "
-              f"{r[6]:.2f}x | {r[7]:.1f}")
-    plane_time()
-
-
-def plane_time() -> None:
-    """A 21x21 barycentric plane (441 points) between three cnn-small digits models, BN recomputed."""
-    digits = load(DataSpec(name="digits"))
-    spec = ModelSpec(name="cnn-small", options={"batch_norm": True})
-    model = build(spec, seed=0)
-    anchors = [build(spec, seed=s).state_dict() for s in (1, 2, 3)]
-    a, b = torch.meshgrid(torch.linspace(0, 1, 21), torch.linspace(0, 1, 21), indexing="ij")
-    a, b = a.reshape(-1).double(), b.reshape(-1).double()
-    # eq. 6-8: theta = theta0 + alpha (beta d1 + (1 - beta) d2), d_i = theta_i - theta0
-    coeffs = torch.stack([1 - a, a * b, a * (1 - b)], dim=1)
-    ev = Evaluator(model, EvalData.from_dataset(digits, "train"), bn="recompute")
-    took = _timed(lambda: ev.evaluate(anchors, coeffs))
-    print(f"\n21x21 barycentric plane, cnn-small on digits (1,438 train examples), BN recomputed "
-          f"from 1,024 examples: {took:.1f} s including compilation")
+        print(f"{r[0]} | {r[1]} | {r[2]} | {r[3]:.3g} | {r[4]:.3g} | {r[5]:.2f}x | {r[6]:.3g} | "
+              f"{r[7]:.2f}x | {r[8]:.2f}x | {r[9]}")
 
 
 if __name__ == "__main__":

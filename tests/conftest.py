@@ -2,7 +2,11 @@
 
 Tests use tiny tensors, for which torch's intra-op threads cost far more than they save on a
 shared 2-core machine (measured: ~20x slower tiny-model steps with 2 threads under load).
+``LOSSURF_THREADS=1`` also fixes the count of the commands the tests run (in process and in
+subprocesses), so results compared bitwise never depend on the load of the moment.
 """
+
+import os
 
 import pytest
 import torch
@@ -11,9 +15,15 @@ import torch
 @pytest.fixture(autouse=True, scope="session")
 def _single_thread():
     previous = torch.get_num_threads()
+    previous_env = os.environ.get("LOSSURF_THREADS")
     torch.set_num_threads(1)
+    os.environ["LOSSURF_THREADS"] = "1"
     yield
     torch.set_num_threads(previous)
+    if previous_env is None:
+        os.environ.pop("LOSSURF_THREADS", None)
+    else:
+        os.environ["LOSSURF_THREADS"] = previous_env
 
 
 @pytest.fixture

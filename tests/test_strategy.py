@@ -24,6 +24,13 @@ from lossurf.surface.strategy import (
 )
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """The thread count by rule, whatever the load now (its timing is tested in test_threads)."""
+    monkeypatch.delenv("LOSSURF_THREADS", raising=False)
+    monkeypatch.setattr(evaluate, "machine_threads", evaluate.usable_cores)
+
+
 def _w2_like() -> tuple[nn.Module, torch.Tensor]:
     """Conv-heavy with large activations (VGG-BN on 32x32, in miniature)."""
     model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),

@@ -14,6 +14,15 @@ the count follows the machine, not the parameter count:
 (hence the ``- 1``); it is spread evenly over the machine's cores. An idle 2-core machine gives
 2 threads; one other busy process gives 1. The load average lags by up to a minute: a load that
 starts mid-grid is not seen, which costs at most the difference between the two counts.
+
+Under load the rule can also be wrong the other way: the scheduler shares a core per thread,
+so a model of large operations (VGG on 32x32 images) gets more of a loaded machine with more
+threads, while one of tiny operations waits for them. The surface evaluator therefore times
+both counts on a point of the grid when they differ (:meth:`lossurf.surface.evaluate.Evaluator.plan`).
+
+The environment variable ``LOSSURF_THREADS`` fixes the count for every command (after an
+explicit ``threads``): convolutions round differently with different counts (~1e-7 relative),
+so bitwise-reproducible results across machines and loads need one fixed count.
 """
 
 from __future__ import annotations
@@ -25,17 +34,36 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["threads_for", "machine_threads", "torch_threads"]
+from lossurf.errors import LossurfError
+
+__all__ = ["threads_for", "machine_threads", "torch_threads", "usable_cores", "load_average",
+           "env_threads", "THREADS_ENV"]
+
+#: Environment variable that fixes the thread count (unless a caller passes one).
+THREADS_ENV = "LOSSURF_THREADS"
 
 
-def _usable_cores() -> int:
+def env_threads() -> int | None:
+    """The count ``LOSSURF_THREADS`` fixes, or None when it is unset or empty."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise LossurfError(f"{THREADS_ENV} must be a positive integer, got {value!r}; set it "
+                           "to a thread count such as 1, or unset it")
+    return int(value)
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on (its affinity mask)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not on Linux: every core
         return max(1, os.cpu_count() or 1)
 
 
-def _load() -> float | None:
+def load_average() -> float | None:
+    """The 1-minute load average, or None where the system has none."""
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # no load average (Windows): assume idle
@@ -44,8 +72,8 @@ def _load() -> float | None:
 
 def machine_threads() -> int:
     """Threads worth using now: usable cores less the share others keep busy (module doc)."""
-    usable = _usable_cores()
-    load = _load()
+    usable = usable_cores()
+    load = load_average()
     if load is None:
         return usable
     total = max(usable, os.cpu_count() or usable)
@@ -54,14 +82,15 @@ def machine_threads() -> int:
 
 
 def threads_for(model: nn.Module | None = None, threads: int | None = None) -> int:
-    """``threads`` if given, else :func:`machine_threads`.
+    """``threads`` if given, else ``LOSSURF_THREADS``, else :func:`machine_threads`.
 
     ``model`` is accepted for the callers that pass it and no longer decides anything: the
     measured cost of a second thread came from the machine's load, not from the model's size.
     """
     if threads is not None:
         return threads
-    return machine_threads()
+    fixed = env_threads()
+    return fixed if fixed is not None else machine_threads()
 
 
 @contextmanager

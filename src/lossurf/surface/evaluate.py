@@ -33,8 +33,10 @@ References:
 from __future__ import annotations
 
 import copy
+import os
 import time
 import warnings
+from contextlib import nullcontext
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -51,6 +53,13 @@ from lossurf.precision import check_precision, precision_context
 from lossurf.surface.batchnorm import BN_POLICIES, BNPolicy, batchnorm_modules
 from lossurf.surface.fastpath import compiler_available
 from lossurf.surface.runners import LoopRunner, VmapRunner
+from lossurf.threads import (
+    env_threads,
+    load_average,
+    machine_threads,
+    torch_threads,
+    usable_cores,
+)
 from lossurf.surface.strategy import (
     DEFAULT_K,
     Choice,
@@ -79,6 +88,9 @@ COMPILE_MIN_WORK = 400_000
 #: ``auto`` times the candidates (on CUDA) only for grids of at least this many points, on
 #: this many points per candidate: timing costs about 4 x (K + TIME_POINTS) points.
 TIME_MIN_POINTS, TIME_POINTS = 256, 16
+#: When the load rule and the usable cores disagree on the thread count (a loaded machine),
+#: grids of at least this many points time one pass at each count (about 3 extra passes).
+THREADS_TIME_MIN_POINTS = 32
 #: CPU batch-size targets. Convolutions run best near 128 (activations stay in cache); a dense
 #: (Linear-only) network pays a fixed per-batch cost that dominates at 128: measured on the
 #: 784-512-256 MLP over 10,000 inputs, 30 points/s at 125 and 52 at 2,000 (10,000: 30).
@@ -194,6 +206,8 @@ class Evaluator:
             cross-entropy); required for ``regression`` data.
         precision: ``fp32`` (default: float32, TF32 off), ``tf32`` or ``bf16`` (autocast);
             see :mod:`lossurf.precision`.
+        threads: CPU threads (default: planned per grid, see :mod:`lossurf.threads`; the
+            count is applied in the planning process, a Ray worker keeps its own).
     """
 
     def __init__(self, model: nn.Module, data: EvalData, *, bn: BNPolicy = "recompute",
@@ -203,7 +217,7 @@ class Evaluator:
                  compile: bool | None = None, bn_batch_size: int = 128,
                  share_first_layer: bool | None = None, fold_bn: bool = True,
                  channels_last: bool | None = None, loss_fn: LossFn | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", threads: int | None = None) -> None:
         if bn not in BN_POLICIES:
             raise LossurfError(f"unknown BN policy {bn!r}; use one of: {', '.join(BN_POLICIES)}")
         if strategy not in STRATEGIES:
@@ -212,7 +226,7 @@ class Evaluator:
             raise LossurfError("data must be an EvalData; build it with EvalData(x, y, task) "
                                "or EvalData.from_dataset(dataset)")
         for name, value in (("points_per_pass", points_per_pass), ("batch_size", batch_size),
-                            ("bn_batch_size", bn_batch_size)):
+                            ("bn_batch_size", bn_batch_size), ("threads", threads)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise LossurfError(f"{name} must be a positive integer, got {value!r}")
         if loss_fn is not None and not callable(loss_fn):
@@ -232,6 +246,8 @@ class Evaluator:
         self.strategy = strategy if strategy in ("loop", "vmap") else None  # None: not planned
         self.choice: Choice | None = None
         self._compile_plan: bool | None = None
+        self.threads, self._threads_given, self.threads_reason = threads, threads, ""
+        self._plan_pid = 0
         self._shapes = {k: t.shape for k, t in model.state_dict().items()}
         has_bn = bool(batchnorm_modules(model))
         if bn == "recompute" and has_bn and (data.bn_x is None or len(data.bn_x) == 0):
@@ -284,14 +300,18 @@ class Evaluator:
         return {"precision": self.precision, "strategy": self.choice.strategy,
                 "strategy_k": self.choice.k, "strategy_reason": self.choice.reason,
                 "compile": bool(self._compile_plan), "batch_size": self.batch_size,
-                "threads": torch.get_num_threads() if self.device.type == "cpu" else 0}
+                "threads": self.threads or 0, "threads_reason": self.threads_reason}
 
     def plan(self, anchors: Sequence[Mapping[str, torch.Tensor]],
-             coefficients: torch.Tensor | np.ndarray) -> dict[str, object]:
-        """Decide, once for a grid of these points, the strategy (and K) and compilation.
+             coefficients: torch.Tensor | np.ndarray,
+             previous: Mapping[str, object] | None = None) -> dict[str, object]:
+        """Decide, once for a grid of these points, the strategy (and K), compilation and the
+        CPU thread count.
 
         Called by :func:`~lossurf.surface.store.compute_surface` with the whole grid before
         its chunks run (else by the first :meth:`evaluate`); later calls keep the plan.
+        ``previous`` is the attrs of the store being resumed: its decisions are reused (unless
+        this evaluator was given others), so that a resumed grid is computed as it began.
 
         Returns:
             :attr:`provenance`.
@@ -299,8 +319,16 @@ class Evaluator:
         if self.choice is not None:
             return self.provenance
         c = self._coefficients(coefficients, len(anchors))
-        self._compile_plan = self._want_compile(len(c))
-        if self.requested_strategy in ("loop", "vmap"):
+        previous = previous or {}
+        resumed = (self.requested_strategy == "auto" and previous.get("strategy") in ("loop", "vmap")
+                   and isinstance(previous.get("strategy_k"), int))
+        self._compile_plan = (bool(previous["compile"]) if resumed and self.compile is None
+                              and isinstance(previous.get("compile"), bool)
+                              else self._want_compile(len(c)))
+        if resumed:
+            self.choice = Choice(str(previous["strategy"]), int(previous["strategy_k"]),
+                                 f"resumed: {previous.get('strategy_reason', '')}")
+        elif self.requested_strategy in ("loop", "vmap"):
             k = 1 if self.strategy == "loop" else self.points_per_pass
             self.choice = Choice(self.strategy, k, "requested")
         elif self.requested_strategy == "time" or (
@@ -314,7 +342,49 @@ class Evaluator:
         self.strategy = self.choice.strategy
         if self.choice.strategy == "vmap":
             self.points_per_pass = self.choice.k
+        self._plan_threads(anchors, c, previous.get("threads"))
         return self.provenance
+
+    def _plan_threads(self, anchors, c: torch.Tensor, previous: object) -> None:
+        """The thread count for the grid: given, ``LOSSURF_THREADS``, the resumed store's, the
+        load rule, or timed when the rule and the usable cores differ."""
+        self._plan_pid = os.getpid()
+        if self.device.type != "cpu":
+            self.threads, self.threads_reason = None, "not a CPU"
+            return
+        if self._threads_given is not None:
+            self.threads, self.threads_reason = self._threads_given, "requested"
+            return
+        fixed = env_threads()
+        if fixed is not None:
+            self.threads, self.threads_reason = fixed, "LOSSURF_THREADS"
+            return
+        if isinstance(previous, int) and not isinstance(previous, bool) and previous >= 1:
+            self.threads, self.threads_reason = previous, "resumed"
+            return
+        usable, guess, load = usable_cores(), machine_threads(), load_average()
+        rule = f"rule: {usable} usable cores, load {load if load is not None else 'unknown'}"
+        if guess == usable or len(c) < THREADS_TIME_MIN_POINTS:
+            self.threads, self.threads_reason = guess, rule
+            return
+        block = c[: self.choice.k]
+
+        def one_pass() -> None:
+            with precision_context(self.precision, self.device):
+                self._evaluate_with(self.strategy, anchors, block, bool(self._compile_plan),
+                                    None, None)
+
+        timings = {}
+        with torch_threads(guess):
+            one_pass()  # warm-up: preparation and any compilation
+        for n in (guess, usable):
+            with torch_threads(n):
+                start = clock()
+                one_pass()
+                timings[n] = clock() - start
+        self.threads = min(timings, key=timings.get)
+        self.threads_reason = f"timed ({rule}): " + ", ".join(
+            f"{n} threads {t:.3g} s/pass" for n, t in timings.items())
 
     def _timed(self, anchors, c: torch.Tensor) -> Choice:
         options, k = candidates(self.points_per_pass), self.points_per_pass
@@ -421,7 +491,10 @@ class Evaluator:
         self.plan(anchors, coeffs)
         compile_ = bool(self._compile_plan)
         strategy = self.strategy
-        with precision_context(self.precision, self.device):
+        # the planned count, in the planning process only: a Ray worker keeps its slot's count
+        here = self.threads is not None and os.getpid() == self._plan_pid
+        with torch_threads(self.threads) if here else nullcontext(), \
+                precision_context(self.precision, self.device):
             try:
                 sums = self._evaluate_with(strategy, anchors, coeffs, compile_, reference, progress)
             except LossurfError:

@@ -325,8 +325,9 @@ def compute_surface(
     states = list(anchors) + ([reference] if reference is not None else [])
     check_compatible(states, list(grid.anchors) + (["reference"] if reference is not None else []))
 
-    if hasattr(evaluator, "plan"):  # strategy and compilation decided once for the whole grid
-        decided = evaluator.plan(anchors, grid.flat_coefficients())
+    if hasattr(evaluator, "plan"):  # strategy, compilation, threads: once for the whole grid
+        previous = _previous_attrs(store)  # a resumed grid continues as it began
+        decided = evaluator.plan(anchors, grid.flat_coefficients(), previous)
         attrs = {**decided, **(attrs or {})}
     full_attrs = _surface_attrs(evaluator, anchors, grid, reference, attrs)
     task = ChunkTask(evaluator, anchors, grid.flat_coefficients(), reference)
@@ -349,6 +350,16 @@ def compute_surface(
         _remove_temporaries(path)
         _fill(path, task, grid, full_attrs, chunk_points, backend, progress)
         return open_surface(path).drop_vars("computed")
+
+
+def _previous_attrs(store: str | Path | None) -> dict:
+    """The attrs of an existing store at ``store`` (best effort: {} if none or unreadable)."""
+    if store is None or not Path(store).exists():
+        return {}
+    try:
+        return dict(zarr.open_group(str(store), mode="r").attrs)
+    except Exception:  # an unreadable store is reported by _fill, under the lock
+        return {}
 
 
 def _fill(path: Path, task: ChunkTask, grid: Grid, attrs: dict, chunk_points: int,
