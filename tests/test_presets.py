@@ -15,7 +15,7 @@ from tests.test_recipes import TINY
 
 
 def test_builtin_presets_load() -> None:
-    assert preset_names() == ["cifar10", "digits", "ptb"]
+    assert preset_names() == ["cifar10", "cifar10-vgg", "digits", "ptb"]
     digits = load_preset("digits")
     assert digits.model.name == "cnn-small" and digits.surface.bn == "recompute"
     assert len(digits.seeds) >= 2 and digits.epochs <= 15
@@ -33,7 +33,7 @@ def test_user_copy_by_path(tmp_path) -> None:
 
 
 def test_unknown_preset_lists_names(tmp_path) -> None:
-    with pytest.raises(LossurfError, match="unknown preset 'cifar'.*cifar10, digits, ptb"):
+    with pytest.raises(LossurfError, match="unknown preset 'cifar'.*cifar10, cifar10-vgg, digits, ptb"):
         load_preset("cifar")
 
 

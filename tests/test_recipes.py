@@ -63,16 +63,24 @@ def _files(result: RecipeResult, spec) -> list[Path]:
     paths = []
     if spec.kind in ("lines",):
         paths = [s["surface"] for s in d["series"]]
-    elif spec.kind == "surface":
+    elif spec.kind in ("surface", "trajectory_plane", "curve", "alignment"):
         paths = [d["surface"]]
     elif spec.kind == "pair_grid":
         paths = list(d["surfaces"].values()) + list(d["distances"].values())
-    elif spec.kind in ("matrix", "bars"):
+    elif spec.kind in ("matrix", "bars", "table"):
         paths = [d["table"]]
+    elif spec.kind == "density":  # Hessian stores (no loss surface): their metadata files
+        paths = [f"{d['folder']}/{s['hessian']}.zarr/zarr.json" for s in d["series"]]
     elif spec.kind == "curves":
         for s in d["series"]:
             exp = result.path(result.experiments[s["experiment"]])
             paths.append(str(exp / "runs" / s["run"]))
+    elif spec.kind == "density":  # the "beyond" kinds (see experiments/result.py)
+        paths = [f"{d['folder']}/{s['hessian']}.zarr" for s in d["series"]]
+    elif "surface" in d:
+        paths = [d["surface"]]
+    elif "table" in d:
+        paths = [d["table"]]
     return [result.path(p) for p in paths]
 
 
@@ -98,7 +106,9 @@ def test_curves_name_real_runs(out: Path) -> None:
 
     result = RecipeResult.load(out / "runge-kutta")
     exp = load_experiment(result.path(result.experiments["main"]))
-    for spec in result.figures:
+    curves = [spec for spec in result.figures if spec.kind == "curves"]
+    assert curves
+    for spec in curves:
         for s in spec.data["series"]:
             assert len(exp.metrics(s["run"])) == 3  # epochs 0..2
 

@@ -80,13 +80,25 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
+class AugmentSpec(_Frozen):
+    """Training-time augmentation of image data: random horizontal flips (cifar.torch's
+    training script does only these) and, as an option, random 4-pixel-padded crops."""
+
+    flip: bool = True
+    crop: bool = False
+
+    def __bool__(self) -> bool:
+        return self.flip or self.crop
+
+
 class DataSpec(_Frozen):
     """Which data set to load and how.
 
     Attributes:
         name: a registered data set (``digits``, ``cifar10``, ``ptb``, ``synthetic-text``).
         data_dir: where files live for data sets that are not embedded (``cifar10``, ``ptb``).
-        augment: random crop + horizontal flip during training (image data sets only).
+        augment: training-time augmentation (image data sets only): ``{flip, crop}`` (see
+            :class:`AugmentSpec`); ``true`` keeps its old meaning, crop and flip both.
         split_seed: seed of the fixed train/test split (data sets without a given split).
         max_train: keep only this many training examples (a fixed, seeded subset).
         max_test: keep only this many test examples (a fixed, seeded subset).
@@ -96,7 +108,7 @@ class DataSpec(_Frozen):
 
     name: str = "digits"
     data_dir: Path | None = None
-    augment: bool = False
+    augment: bool | AugmentSpec = False
     split_seed: Seed = 0
     max_train: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)
     max_test: int | None = Field(default=None, ge=1, le=MAX_EXAMPLES)

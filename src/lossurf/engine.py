@@ -66,7 +66,9 @@ from lossurf.train import (
     evaluate_split,
     order_hash,
     phase_at,
+    switch_epoch,
     train_epoch,
+    with_data_statistics,
 )
 
 __all__ = [
@@ -399,7 +401,10 @@ def train_run(
                          name, status["status"], redone)
             resume_path.unlink(missing_ok=True)
     device = torch.device(config.device)
-    write_json(layout.run_info(name), {"name": name, "seed": seed, "spec": run.model_dump(mode="json")})
+    info = {"name": name, "seed": seed, "spec": run.model_dump(mode="json")}
+    if run.switch is not None:  # the last epoch of the first method (metrics: optimizer changes after)
+        info["switch_epoch"] = switch_epoch(run.switch.at, config.epochs)
+    write_json(layout.run_info(name), info)
     init_state = load_weights(
         layout.init(seed), _recorded_init_hash(layout, seed),
         fix=f"run {train_command(layout.root)} to recreate it",
@@ -450,8 +455,12 @@ def train_run(
 
     def row_for(epoch: int, batch_loss: float, digest: str) -> dict[str, Any]:
         active = run.optimizer if progress.phase == 0 else run.switch.to  # type: ignore[union-attr]
+        # Epoch 0 of a batch-norm net: its running statistics are still the defaults, which
+        # say nothing about the data; evaluate a copy with statistics of the training subset.
+        evaluated = model if epoch > 0 else with_data_statistics(
+            model, train_eval[0], batch_size=_EVAL_BATCH, device=device)
         return _metrics_row(
-            epoch, model, optimizer, active, progress, batch_loss, dataset=dataset,
+            epoch, evaluated, optimizer, active, progress, batch_loss, dataset=dataset,
             train_eval=train_eval, init_state=init_state, order_digest=digest, device=device,
         )
 

@@ -25,7 +25,9 @@ __all__ = [
     "derive_seed",
     "epoch_order",
     "order_hash",
+    "switch_epoch",
     "phase_at",
+    "with_data_statistics",
     "build_optimizer",
     "EpochStats",
     "train_epoch",
@@ -51,16 +53,29 @@ def order_hash(order: torch.Tensor) -> str:
     return hashlib.sha256(order.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
 
 
+def switch_epoch(at: float, epochs: int) -> int:
+    """The last epoch of method A in a switch at fraction ``at`` of ``epochs`` epochs.
+
+    "The first p % of the epochs" rounded half up, ``floor(at * epochs + 0.5)``, the same for
+    every ``at`` (Python's ``round`` rounds halves to even, so 25 % of 10 epochs was 2 while
+    75 % of 10 was 8), and at least one epoch of each method: between 1 and ``epochs - 1``
+    (1 for a single epoch). 25 % of 10 epochs is 3 (2.5 rounds up), 50 % of 200 is 100.
+    """
+    if epochs <= 1:
+        return 1
+    # the epsilon keeps 0.29 * 50 (14.499999999999998 in floating point, 14.5 exactly) at 15
+    return min(max(math.floor(at * epochs + 0.5 + 1e-9), 1), epochs - 1)
+
+
 def phase_at(run: RunSpec, epoch: int, epochs: int) -> int:
     """Which optimizer is active in ``epoch`` (1-based): 0 for the run's own, 1 after a switch.
 
-    A switch at fraction ``at`` hands over after ``round(at * epochs)`` epochs (at least one
-    epoch of each method), e.g. ``at=0.5`` of 200 epochs: method A for epochs 1-100.
+    A switch at fraction ``at`` hands over after :func:`switch_epoch` epochs, e.g. ``at=0.5``
+    of 200 epochs: method A for epochs 1-100.
     """
     if run.switch is None:
         return 0
-    boundary = min(max(round(run.switch.at * epochs), 1), epochs - 1) if epochs > 1 else 1
-    return 0 if epoch <= boundary else 1
+    return 0 if epoch <= switch_epoch(run.switch.at, epochs) else 1
 
 
 def build_optimizer(run: RunSpec, phase: int, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -177,6 +192,34 @@ def evaluate_split(
         count += n
     model.train(was_training)
     return float(loss_sum) / max(count, 1), float(correct) / max(count, 1)
+
+
+@torch.no_grad()
+def with_data_statistics(model: nn.Module, x: torch.Tensor, *, batch_size: int,
+                         device: torch.device) -> nn.Module:
+    """A copy of ``model`` whose batch-norm running statistics are estimated from ``x``.
+
+    The epoch-0 row of a batch-norm network is evaluated with this copy: at the
+    initialization the running statistics are the defaults (mean 0, variance 1), which say
+    nothing about the data, so an exotic initialization such as N(-10, 0.01) logs an absurd
+    loss (1e6 where the network with the statistics of its data has 2.45). Statistics are the
+    cumulative average over ``x`` in fixed batches (BN layers alone in train mode, dropout
+    off), as the surface evaluator's ``recompute`` policy. ``model`` itself is not touched, so
+    the saved initialization stays as it was. A model without batch norm is returned as is.
+    """
+    import copy
+
+    from lossurf.surface.batchnorm import batchnorm_modules, begin_recompute, end_recompute
+
+    if not batchnorm_modules(model):
+        return model
+    clone = copy.deepcopy(model).eval()
+    bns = batchnorm_modules(clone)
+    begin_recompute(bns)
+    for start in range(0, len(x), batch_size):
+        clone(x[start : start + batch_size].to(device))
+    end_recompute(bns)
+    return clone
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ standard deviation of all 50000 training images, computed exactly from pixel his
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from pathlib import Path
@@ -24,7 +25,7 @@ from lossurf.config import DataSpec
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
 
-__all__ = ["OPTIONS", "load_cifar10", "random_crop_flip", "read_cifar_dir", "RestrictedUnpickler"]
+__all__ = ["OPTIONS", "augmentation", "load_cifar10", "random_crop_flip", "read_cifar_dir", "RestrictedUnpickler"]
 
 #: Keys of ``spec.options`` this loader understands.
 OPTIONS: frozenset[str] = frozenset()
@@ -183,8 +184,28 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(means), np.array(stds)
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+def augmentation(spec: DataSpec) -> Any:
+    """The ``augment(x, generator)`` that ``spec.augment`` asks for, or None.
+
+    ``{flip: true, crop: false}`` is cifar.torch's training script (random horizontal flips
+    only); ``crop: true`` adds random crops; a bare ``true`` means crop and flip (its meaning
+    before the two were separate, so old configs train as they did).
+    """
+    aug = spec.augment
+    if not aug:
+        return None
+    crop, flip = (True, True) if aug is True else (aug.crop, aug.flip)
+    if crop and flip:
+        return random_crop_flip
+    return functools.partial(random_crop_flip, crop=crop, flip=flip)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4, *,
+                     crop: bool = True, flip: bool = True) -> torch.Tensor:
     """Random crop from the zero-padded image plus random horizontal flip, per example.
+
+    ``crop=False`` keeps every image in place, ``flip=False`` never mirrors; the same random
+    numbers are drawn either way, so switching one off leaves the other's draws unchanged.
 
     Each example is padded with ``padding`` zeros on every side (zero in normalized units,
     i.e. the training mean colour), cropped back to its size at an offset drawn uniformly from
@@ -204,13 +225,17 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     gen_device = generator.device
     oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gen_device)
     ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gen_device)
-    flip = torch.rand(b, generator=generator, device=gen_device) < 0.5
-    oy, ox, flip = oy.to(x.device), ox.to(x.device), flip.to(x.device)
+    mirror = torch.rand(b, generator=generator, device=gen_device) < 0.5
+    if not crop:
+        oy, ox = torch.full_like(oy, padding), torch.full_like(ox, padding)
+    if not flip:
+        mirror = torch.zeros_like(mirror)
+    oy, ox, mirror = oy.to(x.device), ox.to(x.device), mirror.to(x.device)
 
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
     rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H]
     cols = torch.arange(w, device=x.device).expand(b, w)
-    cols = torch.where(flip[:, None], w - 1 - cols, cols) + ox[:, None]  # [B, W]
+    cols = torch.where(mirror[:, None], w - 1 - cols, cols) + ox[:, None]  # [B, W]
     batch = torch.arange(b, device=x.device)[:, None, None]
     # Advanced indices around a slice put their dims first: result is [B, H, W, C].
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
@@ -221,8 +246,8 @@ def load_cifar10(spec: DataSpec) -> Dataset:
     """Load CIFAR-10 from ``spec.data_dir`` as standardized float32 ``[N, 3, 32, 32]`` images.
 
     Args:
-        spec: ``data_dir`` (either layout, auto-detected), ``augment`` (random crop + flip,
-            see :func:`random_crop_flip`), ``max_train``/``max_test`` (fixed subsets seeded by
+        spec: ``data_dir`` (either layout, auto-detected), ``augment`` (flips and optional
+            crops, see :func:`augmentation`), ``max_train``/``max_test`` (fixed subsets seeded by
             ``split_seed``; normalization always uses all training images).
 
     Returns:
@@ -258,6 +283,6 @@ def load_cifar10(spec: DataSpec) -> Dataset:
         test_x=test_x,
         test_y=test_t,
         num_classes=10,
-        augment=random_crop_flip if spec.augment else None,
+        augment=augmentation(spec),
         meta={"mean": mean.tolist(), "std": std.tolist(), "layout": layout},
     )

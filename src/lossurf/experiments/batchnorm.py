@@ -1,6 +1,9 @@
-"""Section 4.4: the optimizers and restarts analyses with and without batch norm (Table 2,
-Fig. 8): the spread of test accuracy across seeds and the shape of the minimum-to-minimum
-lines, side by side."""
+"""Section 4.4: the optimizers and restarts analyses with and without batch norm.
+
+Table 2 (the loss surfaces with and without batch norm: for each pair of methods the
+barycentric surface over the initialization and both minima, and the minimum-to-minimum
+lines side by side; plus the test accuracies), Fig. 8 (without batch norm: initialization to
+minimum on top, minimum to minimum below, one line per initialization)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ def run(ctx: Context) -> RecipeResult:
         raise LossurfError(f"preset {ctx.preset.name!r} has no batchnorm: section "
                            "(its model has no batch norm); add one or run another recipe")
     result = ctx.result(TITLE, SECTION)
-    rows, series, curves = [], [], []
+    rows, series, curves, planes = [], [], [], []
+    first = ctx.preset.seeds[0]
+    fig8a: list[dict] = []
+    fig8b: list[dict] = []
     for bn in (True, False):
         key = "bn" if bn else "no-bn"
         exp, rel = ctx.train(ctx.config(key, batch_norm=bn), settings.methods)
@@ -41,17 +47,47 @@ def run(ctx: Context) -> RecipeResult:
                                "group": f"{m}, {key}"})
         series += [{"label": f"{e['a']} -> {e['b']} (seed {e['seed']})", "surface": e["surface"],
                     "group": f"{e['a']}|{e['b']}, {key}"} for e in found["pairs"]]
+        for a, b in settings.pairs:
+            ra, rb = run_label(exp, a, first), run_label(exp, b, first)
+            if not (ctx.finished(exp, ra) and ctx.finished(exp, rb)):
+                continue
+            corners = [exp.init_label(first), ra, rb]
+            _, plane = ctx.surface("barycentric", f"table2-{key}-{a}-{b}", exp, corners,
+                                   steps=ctx.preset.surface.plane_steps)
+            planes.append(FigureSpec(
+                f"table2-{key}-{a}-{b}",
+                f"Table 2: {a} and {b}, {'with' if bn else 'without'} batch norm",
+                f"Loss over the barycentric plane of the initialization (seed {first}) and the "
+                f"minima of {a} and {b}, {'with' if bn else 'without'} batch normalization.",
+                "surface", {"surface": plane, "var": "loss", "corner_labels": corners}))
+        if not bn:  # Fig. 8: one column (panel) per initialization
+            fig8a = [{"label": e["method"], "surface": e["surface"], "group": f"seed {e['seed']}"}
+                     for e in found["init_lines"]]
+            fig8b = [{"label": f"{e['a']} -> {e['b']}", "surface": e["surface"],
+                      "group": f"seed {e['seed']}"} for e in found["pairs"]]
     result.tables["accuracy"] = ctx.table("accuracy", pd.DataFrame(rows))
+    # Table 2 as the paper draws it: surfaces, with batch norm next to without.
+    planes.sort(key=lambda f: (f.key.replace("-no-bn", "").replace("-bn", ""), "no-bn" in f.key))
+    result.figures += planes
     result.figures += [
-        FigureSpec("table2", "Table 2: test accuracy with and without batch norm",
+        FigureSpec("table2-lines", "Table 2: between minima, with and without batch norm",
+                   "Loss along the line between the minima of two methods for each seed; "
+                   "panels pair the batch-norm and no-batch-norm networks.", "lines",
+                   {"series": series, "x": "alpha", "var": "loss", "panels_by": "group"}),
+        FigureSpec("table2-accuracy", "Table 2: test accuracy with and without batch norm",
                    "Final test accuracy per method and seed, with (True) and without (False) "
                    "batch normalization.", "bars",
                    {"table": result.tables["accuracy"], "label": "method",
                     "value": "test_accuracy", "group": "batch_norm"}),
-        FigureSpec("fig8", "Fig. 8: between minima, with and without batch norm",
-                   "Loss along the line between the minima of two methods for each seed; "
-                   "panels pair the batch-norm and no-batch-norm networks.", "lines",
-                   {"series": series, "x": "alpha", "var": "loss", "panels_by": "group"}),
+        FigureSpec("fig8a", "Fig. 8 (top): without batch norm, initialization to minimum",
+                   "Loss along the line from the initialization (alpha = 0) to each method's "
+                   "minimum (alpha = 1), without batch normalization; one panel per "
+                   "initialization.", "lines",
+                   {"series": fig8a, "x": "alpha", "var": "loss", "panels_by": "group"}),
+        FigureSpec("fig8b", "Fig. 8 (bottom): without batch norm, minimum to minimum",
+                   "Loss along the line between the minima of two methods, without batch "
+                   "normalization; one panel per initialization.", "lines",
+                   {"series": fig8b, "x": "alpha", "var": "loss", "panels_by": "group"}),
         FigureSpec("fig8-curves", "Accuracy with and without batch norm",
                    "Test accuracy per epoch.", "curves",
                    {"series": curves, "columns": ["test_accuracy"], "x": "epoch"}),

@@ -32,9 +32,11 @@ from lossurf.presets import Preset
 __all__ = ["Context", "run_label", "switch_name"]
 
 
-def switch_name(a: str, b: str, fraction: float) -> str:
-    """Run name of "method ``a`` for ``fraction`` of the epochs, then ``b``"."""
-    return f"{a}-to-{b}-{round(fraction * 100)}"
+def switch_name(a: str, b: str, fraction: float, lr: float | None = None) -> str:
+    """Run name of "method ``a`` for ``fraction`` of the epochs, then ``b``" (at learning rate
+    ``lr`` after the switch when it is not ``b``'s own: ``adam-to-sgd-50-lr0.01``)."""
+    name = f"{a}-to-{b}-{round(fraction * 100)}"
+    return name if lr is None else f"{name}-lr{lr:g}"
 
 
 def run_label(exp: Experiment, run: str, seed: int) -> str:
@@ -74,13 +76,34 @@ class Context:
         spec = self.preset.methods[method]
         return RunSpec(optimizer=spec.optimizer, lr=self.lrs[method], options=spec.options, name=method)
 
-    def switch_run(self, a: str, b: str, fraction: float) -> RunSpec:
+    def switch_run(self, a: str, b: str, fraction: float, lr: float | None = None) -> RunSpec:
+        """``a`` then ``b`` after ``fraction`` of the epochs; ``b`` at ``lr`` (default its own)."""
         first, second = self.preset.methods[a], self.preset.methods[b]
-        switch = SwitchSpec(to=second.optimizer, lr=self.lrs[b], at=fraction, options=second.options)
+        switch = SwitchSpec(to=second.optimizer, lr=self.lrs[b] if lr is None else lr,
+                            at=fraction, options=second.options)
         return RunSpec(
             optimizer=first.optimizer, lr=self.lrs[a], options=first.options, switch=switch,
-            name=switch_name(a, b, fraction),
+            name=switch_name(a, b, fraction, lr),
         )
+
+    def variant_lr(self, variant: Any, b: str) -> float | None:
+        """The learning rate ``b`` runs at after a switch of ``variant``: None when it is
+        ``b``'s own (so the run is the plain switch, trained once and shared)."""
+        lr = variant.lrs.get(b)
+        return None if lr is None or lr == self.lrs[b] else lr
+
+    def switches(self) -> list[tuple[str, str, float, float | None]]:
+        """Every switched run of the preset, once: ``(a, b, fraction, lr after or None)`` for
+        the plain switches, then the learning-rate variants (Figs. 7(d), 12-15)."""
+        sw = self.preset.switching
+        found = [(a, b, f, None) for a, b in sw.pairs for f in sw.fractions]
+        for v in sw.variants:
+            for a, b in v.pairs:
+                for f in v.fractions or sw.fractions:
+                    item = (a, b, f, self.variant_lr(v, b))
+                    if item not in found:
+                        found.append(item)
+        return found
 
     def config(
         self,
@@ -106,7 +129,7 @@ class Context:
             model = model.model_copy(update={"init": init})
         runs = [self.method_run(m) for m in (methods or list(p.methods))]
         if methods is None:
-            runs += [self.switch_run(a, b, f) for a, b in p.switching.pairs for f in p.switching.fractions]
+            runs += [self.switch_run(*item) for item in self.switches()]
         data = p.data if self.data_dir is None else p.data.model_copy(update={"data_dir": self.data_dir})
         raw = dict(
             p.training_settings(), data=data, model=model, seeds=seeds or p.seeds,

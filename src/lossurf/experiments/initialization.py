@@ -23,7 +23,7 @@ def run(ctx: Context) -> RecipeResult:
     p, settings = ctx.preset, ctx.preset.init
     result = ctx.result(TITLE, SECTION)
     seed = p.seeds[0]
-    rows, lines, curves = [], [], []
+    rows, lines, curves, probes = [], [], [], []
     for init in settings.inits:
         tag = f"N({init.mean:g}, {init.std:g})"
         for bn in (True, False):
@@ -66,15 +66,21 @@ def run(ctx: Context) -> RecipeResult:
             _, row["probe"] = ctx.surface(
                 "line", f"{key}-probe", exp, [exp.init_label(seed), ("default-init", default)],
                 range=(0.0, PROBE_RANGE), steps=p.surface.line_steps)
+            probes.append({"label": label, "surface": row["probe"], "group": tag})
             rows.append(row)
     result.measurements["runs"] = rows
     result.measurements["num_classes"] = int(ctx.dataset(config).num_classes)
     result.tables["init"] = ctx.table("init", pd.DataFrame(rows))
     result.figures += [
-        FigureSpec("fig11", "Fig. 11: from exotic initializations",
+        FigureSpec("fig11a", "Fig. 11(a): from exotic initializations",
                    "Loss along the line from each exotic initialization (alpha = 0) to where "
                    "training ended (alpha = 1), with and without batch norm.", "lines",
                    {"series": lines, "x": "alpha", "var": "loss", "panels_by": "group"}),
+        FigureSpec("fig11b", "Fig. 11(b): around the exotic initializations",
+                   "The plateau probe: loss on a short line from each exotic initialization "
+                   f"(alpha = 0) toward a default one (alpha = {PROBE_RANGE:g} of the way). "
+                   "A plateau stays flat here; a bad minimum would rise.", "lines",
+                   {"series": probes, "x": "alpha", "var": "loss", "panels_by": "group"}),
         FigureSpec("fig11-curves", "Training from exotic initializations",
                    "Training accuracy and distance from the initialization per epoch.", "curves",
                    {"series": curves, "columns": ["train_accuracy", "distance_from_init"],

@@ -1,8 +1,9 @@
 """Section 4.1: every method from one initialization and one minibatch order.
 
-Table 1 (barycentric surfaces over init, A, B and functional distance along A->B), Fig. 2
-(bilinear surface between two initializations and their SGD minima), Fig. 3 (bilinear surface
-between four methods' minima), Fig. 4 (accuracy curves) and the pairwise distance matrices.
+Fig. 1 (a learning curve), Table 1 (barycentric surfaces over init, A, B and functional
+distance along A->B), Fig. 2 (bilinear surface between two initializations and their SGD
+minima, see :func:`fig2_corners`), Fig. 3 (bilinear surface between four methods' minima),
+Fig. 4 (accuracy curves) and the pairwise distance matrices.
 """
 
 from __future__ import annotations
@@ -17,6 +18,20 @@ from lossurf.experiments.common import Context, run_label, values
 from lossurf.experiments.result import FigureSpec, RecipeResult
 
 TITLE, SECTION = "Different optimizers from one initialization", "4.1"
+
+
+def fig2_corners(init0: str, min0: str, init1: str, min1: str) -> list[str]:
+    """Fig. 2's corners in the order of eqs. 3-5 (theta1..theta4).
+
+    The bilinear plane puts theta1 at (alpha, beta) = (1, 1), theta2 at (0, 1), theta3 at
+    (1, 0) and theta4 at (0, 0); its edges join theta1-theta2, theta3-theta4 (alpha varies)
+    and theta1-theta3, theta2-theta4 (beta varies). The paper's figure has each
+    initialization joined to its own minimum by an edge and the two minima joined by an
+    edge, so: theta1 = init 0, theta2 = its minimum, theta3 = init 1, theta4 = its minimum.
+    The minimum-to-minimum path is then the edge alpha = 0, and init-to-init the edge
+    alpha = 1; no training path runs along a diagonal.
+    """
+    return [init0, min0, init1, min1]
 
 
 def run(ctx: Context) -> RecipeResult:
@@ -65,12 +80,16 @@ def run(ctx: Context) -> RecipeResult:
     # Fig. 2: two initializations and the two SGD minima they lead to.
     sgd = "sgd" if "sgd" in ok else ok[0]
     if ctx.finished(exp, name(sgd, s1)):
-        corners = [exp.init_label(s0), name(sgd, s0), name(sgd, s1), exp.init_label(s1)]
-        _, fig2 = ctx.surface("bilinear", "fig2", exp, corners, steps=p.surface.plane_steps)
+        corners = fig2_corners(exp.init_label(s0), name(sgd, s0), exp.init_label(s1),
+                               name(sgd, s1))
+        _, fig2 = ctx.surface("bilinear", "fig2-edges", exp, corners,
+                              steps=p.surface.plane_steps)
         result.figures.append(FigureSpec(
             "fig2", f"Fig. 2: two initializations and their {sgd} minima",
-            "Bilinear interpolation between init (seed 0), its minimum, the minimum of seed 1 "
-            "and init (seed 1).", "surface",
+            f"Bilinear interpolation (eqs. 3-5) between two initializations and the {sgd} "
+            "minima reached from them: each initialization is joined to its minimum by an "
+            "edge (beta = 1: seed 0, beta = 0: seed 1), the two minima by the edge alpha = 0 "
+            "and the two initializations by alpha = 1.", "surface",
             {"surface": fig2, "var": "loss", "corner_labels": corners}))
 
     # Fig. 3: four methods' minima from one initialization.
@@ -82,6 +101,14 @@ def run(ctx: Context) -> RecipeResult:
             "fig3", "Fig. 3: the minima of four methods", "Bilinear interpolation between the "
             "minima of " + ", ".join(four) + " reached from one initialization.", "surface",
             {"surface": fig3, "var": "loss", "corner_labels": four}))
+
+    # Fig. 1: a learning curve, its fast "transient" and slow "minimization" phases.
+    result.figures.append(FigureSpec(
+        "fig1", "Fig. 1: a learning curve",
+        f"Training loss per epoch of {sgd} (seed {s0}): a rapid transient phase, then a slow "
+        "minimization phase.", "curves",
+        {"series": [{"label": sgd, "experiment": "main", "run": name(sgd)}],
+         "columns": ["train_loss"], "x": "epoch"}))
 
     # Fig. 4: accuracy per method and initialization.
     series = [{"label": f"{m} (seed {s})", "experiment": "main", "run": name(m, s), "group": m}

@@ -2,7 +2,8 @@
 
 Fig. 5 (loss from each initialization to its minimum, and between the minima of selected
 pairs per seed), Fig. 6 (basin profiles in absolute distance, past the initialization) and
-Fig. 10 (the line from initialization to minimum extended to alpha = 2). The measurements
+Fig. 10 (the line from initialization to minimum extended to alpha = 2: its own surfaces,
+so it is not Fig. 5(a) redrawn). The measurements
 list every profile's surface by method and seed; :mod:`lossurf.analysis.claims` turns them
 into basin widths (claim 5), profile similarity (claim 4) and the rise past alpha = 1 (10).
 
@@ -69,17 +70,21 @@ def widen_basin(ctx: Context, exp, run: str, init: str, key: str, first) -> list
 
 
 def profiles(ctx: Context, exp, methods: list[str], pairs, prefix: str = "") -> dict:
-    """Compute init->minimum lines (to alpha = extend_to), basins (widened until they end on
-    the grid, see :func:`widen_basin`) and minimum-to-minimum lines of ``methods`` for every
-    seed; returns ``{"extended", "basins", "pairs"}`` lists."""
+    """Compute init->minimum lines (alpha in [0, 1], Fig. 5(a)), the same lines extended to
+    alpha = extend_to (Fig. 10), basins (widened until they end on the grid, see
+    :func:`widen_basin`) and minimum-to-minimum lines of ``methods`` for every seed; returns
+    ``{"init_lines", "extended", "basins", "pairs"}`` lists."""
     p = ctx.preset
-    out = {"extended": [], "basins": [], "pairs": []}
+    out = {"init_lines": [], "extended": [], "basins": [], "pairs": []}
     for seed in p.seeds:
         for m in methods:
             run = run_label(exp, m, seed)
             if not ctx.finished(exp, run):
                 continue
             init = exp.init_label(seed)
+            _, line = ctx.surface("line", f"{prefix}init-{m}-s{seed}", exp, [init, run],
+                                  steps=p.surface.line_steps)
+            out["init_lines"].append({"method": m, "seed": seed, "surface": line})
             _, ext = ctx.surface("line", f"{prefix}extended-{m}-s{seed}", exp, [init, run],
                                  range=(0.0, p.surface.extend_to), steps=p.surface.extended_steps)
             out["extended"].append({"method": m, "seed": seed, "surface": ext})
@@ -112,8 +117,8 @@ def run(ctx: Context) -> RecipeResult:
         FigureSpec("fig5a", "Fig. 5: from initialization to minimum",
                    "Loss along theta(alpha) from each initialization (alpha = 0) to the minimum "
                    "a method reached (alpha = 1), one panel per method, one line per seed.",
-                   "lines", {"series": [line(e) for e in found["extended"]], "x": "alpha",
-                             "var": "loss", "panels_by": "group", "xlim": [0.0, 1.0]}),
+                   "lines", {"series": [line(e) for e in found["init_lines"]], "x": "alpha",
+                             "var": "loss", "panels_by": "group"}),
         FigureSpec("fig5b", "Fig. 5: between the minima of two methods",
                    "Loss along the line from method A's minimum (alpha = 0) to method B's "
                    "(alpha = 1), for each initialization.",
@@ -128,7 +133,7 @@ def run(ctx: Context) -> RecipeResult:
                              "var": "loss", "panels_by": "group"}),
         FigureSpec("fig10", "Fig. 10: past the minimum",
                    "The line from initialization to minimum extended to alpha = "
-                   f"{ctx.preset.surface.extend_to:g}.",
+                   f"{ctx.preset.surface.extend_to:g} (eq. 2): the loss rises past the minimum.",
                    "lines", {"series": [line(e) for e in found["extended"]], "x": "alpha",
                              "var": "loss", "panels_by": "group"}),
     ]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lossurf.config import DataSpec, InitSpec, ModelSpec, TrainingSettings, format_validation_error
 from lossurf.errors import LossurfError
 
-__all__ = ["Preset", "MethodSpec", "SurfaceSettings", "load_preset", "preset_names", "PAPER_LR_GRIDS"]
+__all__ = ["Preset", "MethodSpec", "SurfaceSettings", "SwitchVariant", "load_preset", "preset_names", "PAPER_LR_GRIDS"]
 
 #: The paper's learning-rate grids (section 3.4); Runge-Kutta variants double them.
 PAPER_LR_GRIDS: dict[str, list[float]] = {
@@ -65,9 +65,25 @@ class RestartsSettings(_Frozen):
     pairs: list[tuple[str, str]] = Field(min_length=1)
 
 
+class SwitchVariant(_Frozen):
+    """One learning-rate panel of Figs. 7(d) and 12-15 (e.g. ``fig13b``).
+
+    Each pair ``(a, b)`` trains ``a`` at its own learning rate, then switches to ``b`` at
+    ``lrs[b]`` (``b``'s own learning rate where ``lrs`` leaves it out) after each fraction.
+    A switch identical to one of the section's plain switches is trained once and shared.
+    """
+
+    key: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    title: str = ""
+    pairs: list[tuple[str, str]] = Field(min_length=1)
+    fractions: list[float] | None = Field(default=None, min_length=1)  # None: the section's
+    lrs: dict[str, float] = Field(default_factory=dict)  # learning rate after the switch
+
+
 class SwitchingSettings(_Frozen):
     pairs: list[tuple[str, str]] = Field(min_length=1)
     fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], min_length=1)
+    variants: list[SwitchVariant] = Field(default_factory=list)
 
 
 class BatchnormSettings(_Frozen):
@@ -123,6 +139,9 @@ class Preset(TrainingSettings):
             used += [(f"{section}.pairs", m) for pair in settings.pairs for m in pair]
         used += [("optimizers.bilinear_methods", m) for m in self.optimizers.bilinear_methods]
         used += [("switching.pairs", m) for pair in self.switching.pairs for m in pair]
+        for v in self.switching.variants:
+            used += [(f"switching.variants.{v.key}.pairs", m) for pair in v.pairs for m in pair]
+            used += [(f"switching.variants.{v.key}.lrs", m) for m in v.lrs]
         used += [("runge_kutta.methods", m) for m in self.runge_kutta.methods]
         used.append(("init.method", self.init.method))
         for where, method in used:
@@ -134,6 +153,17 @@ class Preset(TrainingSettings):
         for f in self.switching.fractions:
             if not 0 < f < 1:
                 raise ValueError(f"switching.fractions: {f} is not strictly between 0 and 1")
+        keys = [v.key for v in self.switching.variants]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"switching.variants: keys {keys} repeat; give each panel its own key")
+        for v in self.switching.variants:
+            for f in v.fractions or []:
+                if not 0 < f < 1:
+                    raise ValueError(f"switching.variants.{v.key}.fractions: {f} is not strictly "
+                                     "between 0 and 1")
+            for m, lr in v.lrs.items():
+                if not lr > 0:
+                    raise ValueError(f"switching.variants.{v.key}.lrs.{m}: {lr} must be > 0")
         for section in sections:
             settings = getattr(self, section)
             missing = sorted({m for p in settings.pairs for m in p} - set(settings.methods))
