@@ -14,7 +14,7 @@ from typing import Callable
 
 from lossurf.errors import LossurfError
 from lossurf.experiments import (
-    batchnorm, initialization, optimizers, restarts, runge_kutta, switching,
+    batchnorm, beyond, initialization, optimizers, restarts, runge_kutta, switching,
 )
 from lossurf.experiments.common import Context
 from lossurf.experiments.result import RecipeResult
@@ -30,6 +30,7 @@ RECIPES: dict[str, Callable[[Context], RecipeResult]] = {
     "batchnorm": batchnorm.run,
     "init": initialization.run,
     "runge-kutta": runge_kutta.run,
+    "beyond": beyond.run,  # after restarts: its table reads the restarts' basins
 }
 
 

@@ -35,6 +35,18 @@ A :class:`FigureSpec` names a figure ``kind`` the report knows how to draw, and 
 ``bars``        a value per label. data: ``{"table", "label": column, "value": column,
                 "group": column | null}``.
 
+The "Beyond the paper" kinds (:mod:`lossurf.experiments.beyond`, drawn by
+:mod:`lossurf.plots.beyond`):
+
+``trajectory_plane`` a PCA plane with its projected trajectory. data: as ``surface``.
+``curve``       loss along a Bezier curve and the straight line. data: ``{"surface"}`` (the
+                curve store).
+``alignment``   the line between two minima before and after weight matching. data:
+                ``{"surface"}`` (the store of :func:`lossurf.alignment.compare_barriers`).
+``density``     Hessian eigenvalue densities. data: ``{"folder", "series": [{"label",
+                "hessian"}]}``: the Hessian store of each is ``folder/<hessian>.zarr``.
+``table``       a CSV table drawn as a table. data: ``{"table"}``.
+
 ``OUT/claims.json`` (written after all recipes, see :mod:`lossurf.analysis.claims`) lists
 :class:`Claim` records: the paper's claim, the quantity that tests it, the paper's number and
 the value measured here side by side, the threshold, and whether it held (or why it cannot be
@@ -53,7 +65,8 @@ from lossurf.runs import read_json, write_json
 
 __all__ = ["FigureSpec", "RecipeResult", "Claim", "FIGURE_KINDS"]
 
-FIGURE_KINDS = ("lines", "surface", "pair_grid", "curves", "matrix", "bars")
+FIGURE_KINDS = ("lines", "surface", "pair_grid", "curves", "matrix", "bars",
+                "trajectory_plane", "curve", "alignment", "density", "table")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from lossurf.errors import LossurfError
 from lossurf.plots.base import Drawing
+from lossurf.plots.beyond import BEYOND_DRAWERS
 from lossurf.plots.curves import draw_bars, draw_curves, draw_matrix
 from lossurf.plots.lines import draw_lines
 from lossurf.plots.style import DPI, style
@@ -35,6 +36,7 @@ DRAWERS: dict[str, Callable[["FigureSpec", "RecipeResult"], Drawing]] = {
     "curves": draw_curves,
     "bars": draw_bars,
     "matrix": draw_matrix,
+    **BEYOND_DRAWERS,  # the "Beyond the paper" kinds (lossurf.plots.beyond)
 }
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
