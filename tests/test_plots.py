@@ -214,3 +214,68 @@ def test_fresh_process_no_global_state_and_same_colours():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == color_for("my-method")
+
+
+# ---- series styles: seeds, switch points and batch norm are told apart (issue 9) ----------
+
+
+def test_series_styles_differ_by_seed_switch_point_and_bn():
+    from lossurf.plots.style import SEED_LINESTYLES, SWITCH_MARKERS, series_style
+
+    seeds = [series_style(f"sgd (seed {k})") for k in range(3)]
+    assert [s.linestyle for s in seeds] == list(SEED_LINESTYLES[:3])
+    assert {s.color for s in seeds} == {color_for("sgd")}  # one method, one colour
+    assert series_style("adam@seed1") == series_style("adam (seed 1)")
+    switches = [series_style(f"sgd -> adam at {p}%") for p in (25, 50, 75)]
+    assert [s.marker for s in switches] == [SWITCH_MARKERS[p] for p in (25, 50, 75)]
+    assert switches[1].color == color_for("sgd-to-adam-50")  # the mix, weighted by the switch
+    assert len({s.color for s in switches}) == 3
+    with_bn = series_style("N(-10, 0.01), with BN", "N(-10, 0.01)")
+    without = series_style("N(-10, 0.01), without BN", "N(-10, 0.01)")
+    assert with_bn.color != without.color and with_bn.linestyle != without.linestyle
+    assert without.marker and without.hollow and not with_bn.marker
+    # the variant may be named by the group only (Fig. 8's "sgd, no-bn")
+    bn, no_bn = series_style("sgd (seed 0)", "sgd, bn"), series_style("sgd (seed 0)", "sgd, no-bn")
+    assert bn.color != no_bn.color and bn.marker != no_bn.marker
+    assert series_style("sgd only", "sgd -> adam").color == color_for("sgd")
+
+
+def _line_looks(drawing) -> list[tuple]:
+    ax = drawing.figure.axes[0]
+    return [(line.get_color(), line.get_linestyle(), line.get_marker())
+            # not the clip marks, not the landmarks (zorder 0)
+            for line in ax.get_lines() if line.get_linestyle() != "None" and line.get_zorder()]
+
+
+def test_drawn_lines_tell_seeds_and_bn_apart(result):
+    from lossurf.plots.draw import DRAWERS
+
+    for name in ("a", "b", "c", "d"):
+        line_store(result.root / f"s/{name}.zarr")
+    seeds = FigureSpec("f5", "t", "c", "lines", {"series": [
+        {"label": "sgd (seed 0)", "surface": "s/a.zarr", "group": "sgd"},
+        {"label": "sgd (seed 1)", "surface": "s/b.zarr", "group": "sgd"}], "panels_by": "group"})
+    looks = _line_looks(DRAWERS["lines"](seeds, result))
+    assert len(looks) == 2 and looks[0][0] == looks[1][0] and looks[0][1] != looks[1][1]
+    fig11 = FigureSpec("f11", "t", "c", "lines", {"series": [
+        {"label": "N(-1, 1), with BN", "surface": "s/c.zarr", "group": "N(-1, 1)"},
+        {"label": "N(-1, 1), without BN", "surface": "s/d.zarr", "group": "N(-1, 1)"}],
+        "panels_by": "group"})
+    (c1, ls1, m1), (c2, ls2, m2) = _line_looks(DRAWERS["lines"](fig11, result))
+    assert c1 != c2 and ls1 != ls2 and m1 != m2
+
+
+def test_drawn_curves_tell_seeds_and_switch_points_apart(result):
+    from lossurf.plots.draw import DRAWERS
+
+    spec = FigureSpec("f7", "t", "c", "curves", {"columns": ["train_loss"], "x": "epoch",
+                      "series": [{"label": "sgd (seed 0)", "experiment": "main", "run": "sgd"},
+                                 {"label": "sgd (seed 1)", "experiment": "main", "run": "adam"},
+                                 {"label": "sgd -> adam at 25%", "experiment": "main",
+                                  "run": "sgd"},
+                                 {"label": "sgd -> adam at 75%", "experiment": "main",
+                                  "run": "adam"}]})
+    looks = _line_looks(DRAWERS["curves"](spec, result))
+    assert len(looks) == 4 and len(set(looks)) == 4
+    assert looks[0][1] != looks[1][1]  # seeds: line style
+    assert looks[2][2] != looks[3][2] and looks[2][0] != looks[3][0]  # switch: marker, colour

@@ -134,3 +134,172 @@ def test_without_claims_or_recipes(tmp_path):
     assert "Unreadable result:" in text and "switching/result.json is corrupted" in text
     with pytest.raises(LossurfError, match="is not a directory; pass the --out"):
         write_report(tmp_path / "nowhere")
+
+
+# ---- the banner, surface settings, command, permissions, redraws (issue 9) ----------------
+
+_DIGITS_CONFIG = """name: main
+data: {name: digits}
+model:
+  name: cnn-small
+  options: {batch_norm: true}
+  init: {scheme: default, mean: 0.0, std: 1.0}
+seeds: [0]
+epochs: 4
+eval_subset: 512
+"""
+
+
+def _small(out, *, config: str = _DIGITS_CONFIG):
+    """A cheap report: a lines figure over two stores and a curves figure (no 3-D)."""
+    figures = [
+        FigureSpec("fig10", "Fig. 10", "lines caption", "lines",
+                   {"series": [{"label": "sgd (seed 0)", "surface": "surfaces/l0.zarr"},
+                               {"label": "sgd (seed 1)", "surface": "surfaces/l1.zarr"}]}),
+        FigureSpec("fig6", "Fig. 6", "basin caption", "lines",
+                   {"series": [{"label": "sgd", "surface": "surfaces/b.zarr"}], "x": "lambda"}),
+        FigureSpec("fig4", "Fig. 4", "curves caption", "curves",
+                   {"series": [{"label": m, "experiment": "main", "run": m} for m in METHODS],
+                    "columns": ["train_loss"], "x": "epoch"}),
+    ]
+    result = recipe(out, "restarts", "4.2", figures)
+    (result.root / "experiments/main/experiment.yaml").write_text(config)
+    line_store(result.root / "surfaces/l0.zarr")
+    line_store(result.root / "surfaces/l1.zarr", scale=2.0)
+    line_store(result.root / "surfaces/b.zarr", x="lambda")
+    return result
+
+
+def _figure_html(text: str, anchor: str) -> str:
+    start = text.index(f'<figure id="{anchor}">')
+    return text[start:text.index("</figure>", start)]
+
+
+def test_banner_names_the_scale_and_says_proxy(tmp_path):
+    import sklearn.datasets
+
+    from lossurf import data, models
+    from lossurf.config import DataSpec
+
+    _small(tmp_path)
+    text = write_report(tmp_path).read_text()
+    banner = text[text.index('id="banner"'):text.index("</div>", text.index('id="banner"'))]
+    dataset = data.load(DataSpec(name="digits"))
+    train, test = len(dataset.train_y), len(dataset.test_y)
+    assert train + test == len(sklearn.datasets.load_digits().target)  # every image, once
+    count = sum(p.numel() for p in models.build(
+        {"name": "cnn-small", "options": {"batch_norm": True}}).parameters())
+    for needed in ("<th>preset</th><td>digits</td>", f"digits ({train:,} train / {test:,} test)",
+                   f"cnn-small with BN ({count:,} parameters)", "<th>epochs</th><td>4</td>",
+                   "512 training examples", "21 (alpha)", "21 (lambda)",
+                   "small proxy of the paper", "CIFAR-10 NIN/VGG, 200 epochs"):
+        assert needed in banner, needed
+
+
+def test_banner_at_the_papers_scale_is_not_a_proxy(tmp_path):
+    config = ("name: main\ndata: {name: cifar10}\nmodel: {name: nin, options: {}}\n"
+              "seeds: [0]\nepochs: 200\neval_subset: 10000\n")
+    _small(tmp_path, config=config)
+    text = write_report(tmp_path).read_text()
+    assert "small proxy" not in text and "at the paper's scale" in text
+    assert "<th>epochs</th><td>200</td>" in text
+
+
+def test_surface_settings_beside_each_surface_figure(tmp_path):
+    import xarray as xr
+
+    result = _small(tmp_path)
+    store = result.root / "surfaces/l0.zarr"
+    ds = xr.open_zarr(store).load()
+    ds.attrs.update(data="custom n=256 sha256=c411d85adb3fc07b", bn="recompute")
+    from _plot_data import write_store
+
+    write_store(store, ds)
+    text = write_report(tmp_path).read_text()
+    lines = _figure_html(text, "restarts-fig10")
+    assert ("Surface settings:</b> grid 21 (alpha), 256 examples per point, BN statistics: "
+            "recompute; grid 21 (alpha)") in lines
+    assert "Surface settings:</b> grid 21 (lambda)" in _figure_html(text, "restarts-fig6")
+    assert "Surface settings" not in _figure_html(text, "restarts-fig4")  # metrics only
+
+
+def test_command_and_wall_times_over_resumes(tmp_path, monkeypatch):
+    import sys
+
+    from lossurf import demo as demo_module
+
+    _small(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/lossurf", "demo", "--out", "my out"])
+    command = demo_module._command(tmp_path, "digits")
+    assert command == "lossurf demo --out 'my out'"
+    demo_module._record(tmp_path, {"command": command, "started": "s1", "wall_time": 100.25})
+    demo_module._record(tmp_path, {"command": command, "started": "s2", "wall_time": 20.5})
+    monkeypatch.setattr(sys, "argv", ["python"])
+    assert demo_module._command(tmp_path, "digits").startswith("lossurf.demo(out=")
+    text = write_report(tmp_path).read_text()
+    banner = text[text.index('id="banner"'):]
+    assert "lossurf demo --out &#x27;my out&#x27; (started s2)" in banner
+    assert "120.8 s over 2 processes (resumes included); the last took 20.5 s" in banner
+    # per run, the metrics' last wall_time (carried over resumes by the engine): 4 x 0.25 s,
+    # three runs: 3.0 s for the recipe
+    assert "summed over every process that trained them (resumes included) 3.0 s" in text
+    assert "last training command (manifest.json)" in text
+
+
+def test_outputs_have_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    _small(tmp_path)
+    previous = os.umask(0o022)
+    try:
+        write_report(tmp_path)
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "report.html", tmp_path / "figures/drawn.json",
+               *sorted((tmp_path / "figures").glob("*.p*"))]
+    assert len(written) == 2 + 6
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {"0o644"}
+
+
+def test_a_report_moved_alone_refers_only_to_its_pdfs(tmp_path):
+    _small(tmp_path / "out")
+    text = write_report(tmp_path / "out").read_text()
+    moved = tmp_path / "elsewhere/report.html"
+    moved.parent.mkdir()
+    moved.write_text(text)
+    rest = _outside_bundle(text)
+    links = re.findall(r'(?:href|src)="([^"]+)"', rest)
+    outside = [u for u in links if not u.startswith(("#", "data:"))]
+    assert outside and all(re.fullmatch(r"figures/[\w.+-]+\.pdf", u) for u in outside), outside
+    assert "Its only references to other files are the PDF links" in text
+
+
+def test_a_rerun_redraws_only_what_changed(tmp_path):
+    result = _small(tmp_path)
+    first: list[str] = []
+    write_report(tmp_path, redrawn=first)
+    assert sorted(first) == ["restarts/fig10", "restarts/fig4", "restarts/fig6"]
+    png = tmp_path / "figures/restarts-fig6.png"
+    before = png.stat().st_mtime_ns
+    again: list[str] = []
+    text = write_report(tmp_path, redrawn=again).read_text()
+    assert again == [] and png.stat().st_mtime_ns == before
+    assert _outside_bundle(text).count("data:image/png;base64,") == 3  # recorded ones show
+    line_store(result.root / "surfaces/b.zarr", x="lambda", scale=3.0)  # new values
+    changed: list[str] = []
+    write_report(tmp_path, redrawn=changed)
+    assert changed == ["restarts/fig6"]
+    (tmp_path / "figures/restarts-fig4.png").unlink()  # a lost file is drawn again
+    lost: list[str] = []
+    write_report(tmp_path, redrawn=lost)
+    assert lost == ["restarts/fig4"]
+    metrics = result.root / "experiments/main/runs/sgd/metrics.csv"
+    metrics.write_text(metrics.read_text().replace("0.1,", "0.2,", 1))  # a run's metrics
+    rerun: list[str] = []
+    write_report(tmp_path, redrawn=rerun)
+    assert rerun == ["restarts/fig4"]
+    (tmp_path / "figures/drawn.json").write_text("{damaged")  # no record: all drawn again
+    everything: list[str] = []
+    write_report(tmp_path, redrawn=everything)
+    assert len(everything) == 3

@@ -31,18 +31,45 @@ window.addEventListener("unhandledrejection", e => __errors.push("rejection: " +
 const __consoleError = console.error;
 console.error = function (...args) { __errors.push("console.error: " + args.join(" "));
                                      __consoleError.apply(console, args); };
-window.addEventListener("load", () => setTimeout(() => {
+// Ink on the frame of the plot's own rendering (Plotly.toImage: WebGL scene, axis titles,
+// colour bar) means something is cut off at the plot's edge.
+function __edgeInk(gd) {
+  const w = Math.round(gd._fullLayout.width), h = Math.round(gd._fullLayout.height);
+  return Plotly.toImage(gd, {format: "png", width: w, height: h}).then(url => new Promise(ok => {
+    const img = new Image();
+    img.onload = () => {
+      const c = document.createElement("canvas"); c.width = w; c.height = h;
+      const g = c.getContext("2d", {willReadFrequently: true});
+      g.fillStyle = "#fff"; g.fillRect(0, 0, w, h); g.drawImage(img, 0, 0);
+      const px = g.getImageData(0, 0, w, h).data, edge = 3, ink = {};
+      const dark = (x, y) => { const i = 4 * (y * w + x);
+                               return Math.min(px[i], px[i + 1], px[i + 2]) < 200; };
+      const count = (xs, ys) => { let n = 0; for (const x of xs) for (const y of ys)
+                                    if (dark(x, y)) n++; return n; };
+      const range = (a, b) => Array.from({length: b - a}, (_, k) => a + k);
+      ink.left = count(range(0, edge), range(0, h)); ink.right = count(range(w - edge, w), range(0, h));
+      ink.top = count(range(0, w), range(0, edge)); ink.bottom = count(range(0, w), range(h - edge, h));
+      ok(ink);
+    };
+    img.onerror = () => ok({error: "image did not load"});
+    img.src = url;
+  }));
+}
+window.addEventListener("load", () => setTimeout(async () => {
   const view = document.documentElement.clientWidth;
-  const plots = [...document.querySelectorAll(".js-plotly-plot")].map(gd => {
+  const plots = [];
+  for (const gd of document.querySelectorAll(".js-plotly-plot")) {
     const box = (gd.closest(".plotly-holder") || gd.parentElement).getBoundingClientRect();
     const parts = [...gd.querySelectorAll("svg.main-svg, canvas")]
       .map(el => el.getBoundingClientRect()).filter(r => r.width > 0 && r.height > 0);
     const scene = gd._fullLayout && gd._fullLayout.scene;
-    return {id: gd.id, box: [box.left, box.top, box.right, box.bottom],
-            parts: parts.map(r => [r.left, r.top, r.right, r.bottom]),
-            layoutWidth: gd._fullLayout ? gd._fullLayout.width : null,
-            titles: scene ? ["xaxis", "yaxis", "zaxis"].map(a => scene[a].title.text) : []};
-  });
+    let ink = {error: "not measured"};
+    try { ink = await __edgeInk(gd); } catch (e) { ink = {error: String(e)}; }
+    plots.push({id: gd.id, box: [box.left, box.top, box.right, box.bottom],
+                parts: parts.map(r => [r.left, r.top, r.right, r.bottom]),
+                layoutWidth: gd._fullLayout ? gd._fullLayout.width : null, ink: ink,
+                titles: scene ? ["xaxis", "yaxis", "zaxis"].map(a => scene[a].title.text) : []});
+  }
   const out = document.createElement("pre");
   out.id = "probe-result";
   out.textContent = JSON.stringify({errors: __errors, view: view, plots: plots,
@@ -87,6 +114,9 @@ def _problems(result: dict) -> list[str]:
         if plot["layoutWidth"] is None or plot["layoutWidth"] > right - left + 1:
             problems.append(f"{plot['id']}: layout width {plot['layoutWidth']} > box "
                             f"{right - left}")
+        ink = plot["ink"]
+        if "error" in ink or any(ink.values()):
+            problems.append(f"{plot['id']}: cut off at its edge (dark pixels on the frame: {ink})")
         if not all(plot["titles"]):
             problems.append(f"{plot['id']}: an axis has no title {plot['titles']}")
     return problems
@@ -127,8 +157,14 @@ def test_the_probe_sees_errors_and_overflow(tmp_path):
             f"<script>{plotly_bundle()}</script></head><body>"
             '<div class="plotly-holder" style="width:600px"><div id="wide"></div></div><script>'
             'Plotly.newPlot("wide", [{type: "surface", z: [[1, 2], [3, 4]]}], {width: 1600, '
-            'height: 400});</script><script>undefinedFunction();</script></body></html>')
+            'height: 400});</script>'
+            '<div class="plotly-holder" style="width:600px"><div id="tight"></div></div><script>'
+            'Plotly.newPlot("tight", [{type: "surface", z: [[1, 2], [3, 4]]}], {width: 500, '
+            'height: 300, margin: {l: 0, r: 0, t: 0, b: 0}, scene: {camera: {eye: '
+            '{x: 0.6, y: 0.6, z: 0.4}}}});</script>'
+            "<script>undefinedFunction();</script></body></html>")
     problems = _problems(_measure(page, 900, tmp_path))
+    assert any(p.startswith("tight: cut off at its edge") for p in problems), problems
     assert any("undefinedFunction" in p for p in problems), problems
     assert any("outside" in p for p in problems), problems
     assert any("scrolls sideways" in p or "container ends" in p or "layout width" in p
