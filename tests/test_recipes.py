@@ -75,8 +75,6 @@ def _files(result: RecipeResult, spec) -> list[Path]:
         for s in d["series"]:
             exp = result.path(result.experiments[s["experiment"]])
             paths.append(str(exp / "runs" / s["run"]))
-    elif spec.kind == "density":  # the "beyond" kinds (see experiments/result.py)
-        paths = [f"{d['folder']}/{s['hessian']}.zarr" for s in d["series"]]
     elif "surface" in d:
         paths = [d["surface"]]
     elif "table" in d:
