@@ -232,14 +232,17 @@ def test_command_and_wall_times_over_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/venv/bin/lossurf", "demo", "--out", "my out"])
     command = demo_module._command(tmp_path, "digits")
     assert command == "lossurf demo --out 'my out'"
-    demo_module._record(tmp_path, {"command": command, "started": "s1", "wall_time": 100.25})
-    demo_module._record(tmp_path, {"command": command, "started": "s2", "wall_time": 20.5})
+    demo_module._record(tmp_path, {"command": command, "started": "s1", "wall_time": 100.25,
+                                   "finished": False})
+    demo_module._record(tmp_path, {"command": command, "started": "s2", "wall_time": 20.5,
+                                   "finished": True})
     monkeypatch.setattr(sys, "argv", ["python"])
     assert demo_module._command(tmp_path, "digits").startswith("lossurf.demo(out=")
     text = write_report(tmp_path).read_text()
     banner = text[text.index('id="banner"'):]
     assert "lossurf demo --out &#x27;my out&#x27; (started s2)" in banner
-    assert "120.8 s over 2 processes (resumes included); the last took 20.5 s" in banner
+    assert ("120.8 s over 2 processes (resumes included), 1 of them interrupted; the last "
+            "took 20.5 s") in banner
     # per run, the metrics' last wall_time (carried over resumes by the engine): 4 x 0.25 s,
     # three runs: 3.0 s for the recipe
     assert "summed over every process that trained them (resumes included) 3.0 s" in text
@@ -303,3 +306,17 @@ def test_a_rerun_redraws_only_what_changed(tmp_path):
     everything: list[str] = []
     write_report(tmp_path, redrawn=everything)
     assert len(everything) == 3
+
+
+def test_an_interrupted_demo_records_its_time(tmp_path, monkeypatch):
+    from lossurf import demo as demo_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_module, "run_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        demo_module.demo(tmp_path / "out", progress=False)
+    rows = demo_module.read_invocations(tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["finished"] is False and rows[0]["wall_time"] >= 0
+    assert not (tmp_path / "out/report.html").exists()

@@ -53,11 +53,15 @@ def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "di
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    results = run_all(preset, out, progress=progress)
-    row = {"command": _command(out, preset), "started": started,
-           "recipes": {r.recipe: r.wall_time for r in results},
-           "wall_time": round(time.perf_counter() - began, 2)}
-    _record(out, row)  # before the report, so the page names this command
+    row: dict[str, Any] = {"command": _command(out, preset), "started": started,
+                           "finished": False}
+    try:
+        results = run_all(preset, out, progress=progress)
+        row.update(finished=True, recipes={r.recipe: r.wall_time for r in results})
+    finally:
+        # an interrupted process is recorded too: its time counts in the total after a resume
+        row["wall_time"] = round(time.perf_counter() - began, 2)
+        _record(out, row)  # before the report, so the page names this command
     report_began = time.perf_counter()
     redrawn: list[str] = []
     path = write_report(out, redrawn=redrawn)

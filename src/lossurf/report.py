@@ -27,8 +27,9 @@ spec through ``draw``, and reads the surface settings of any ``*.zarr`` path in 
 The page opens offline: figures are base64 PNGs, styles are inline, and plotly.js is inlined
 once in a ``<script id="plotly-bundle">`` -- the only place where URLs (inside plotly's own
 source) appear, and the page says that its PDF links are its only references to other files,
-so a report moved alone still works. Every text from the data is escaped. A figure that cannot be drawn shows its
-error in place; recipes that did not run have no section and their claims read NOT TESTED.
+so a report moved alone still works. Every text from the data is escaped. A figure that cannot
+be drawn shows its error in place; recipes that did not run have no section and their claims
+read NOT TESTED.
 """
 
 from __future__ import annotations
@@ -339,8 +340,11 @@ def _banner(out: Path, results: list[RecipeResult]) -> str:
         last = invocations[-1]
         total = sum(float(r.get("wall_time") or 0.0) for r in invocations)
         rows.append(("command", f"{last.get('command', '?')} (started {last.get('started', '?')})"))
-        rows.append(("wall time", f"{total:.1f} s over {len(invocations)} process"
+        stopped = sum(1 for r in invocations if r.get("finished") is False)
+        rows.append(("wall time of the recipes",
+                     f"{total:.1f} s over {len(invocations)} process"
                      + ("es (resumes included)" if len(invocations) > 1 else "")
+                     + (f", {stopped} of them interrupted" if stopped else "")
                      + f"; the last took {float(last.get('wall_time') or 0.0):.1f} s"))
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     proxy = (f'<p class="proxy">This run is a <b>small proxy of the paper\'s scale</b> '
