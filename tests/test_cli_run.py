@@ -34,5 +34,6 @@ def test_demo_runs_every_recipe_and_writes_the_report(tmp_path, capsys):
     path = demo(tmp_path, progress=True, preset=parse_preset(TINY))
     assert path == tmp_path / "report.html" and path.is_file()
     printed = capsys.readouterr().out
-    for recipe in ("optimizers", "restarts", "switching", "batchnorm", "init", "runge-kutta", "report", "total"):
+    for recipe in ("optimizers", "restarts", "switching", "batchnorm", "init", "runge-kutta", "beyond",
+                   "report", "total"):
         assert recipe in printed
