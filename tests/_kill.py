@@ -86,6 +86,18 @@ def files(pattern: str, count: int = 1) -> Trigger:
     return lambda root, elapsed: root.is_dir() and sum(1 for _ in root.glob(pattern)) >= count
 
 
+def lines(path: str, count: int) -> Trigger:
+    """Fire once the text file ``path`` (under the root) has ``count`` lines, e.g. a metrics
+    file with the header and the rows of epochs 0..count-2."""
+    def fired(root: Path, elapsed: float) -> bool:
+        try:
+            return (root / path).read_bytes().count(b"\n") >= count
+        except OSError:
+            return False
+
+    return fired
+
+
 # ---- running -----------------------------------------------------------------------------
 
 
@@ -146,7 +158,7 @@ def landed(root: Path) -> str:
         f"{count('**/resume.pt')} resume states",
         f"{count('**/*.zarr')} stores",
         f"{count('**/*.zarr/computed/c/**/*')} chunks marked",
-        f"{len(hidden_leftovers(root))} temporaries",
+        f"temporaries {hidden_leftovers(root)[:3]}",
     ]
     return ", ".join(parts)
 
@@ -228,8 +240,10 @@ def _listing(root: Path) -> tuple[set[str], set[str], list[str]]:
 
 
 def hidden_leftovers(root: Path) -> list[str]:
-    """Hidden files under ``root`` other than lock files: temporaries a kill left behind."""
-    return [h for h in _listing(root)[2] if not Path(h).name.startswith(".lossurf.lock")]
+    """Hidden files under ``root`` other than locks (``.lossurf.lock`` files, ``.NAME.lock``
+    folders beside stores): temporaries a kill left behind."""
+    return [h for h in _listing(root)[2]
+            if not Path(h).name.startswith(".lossurf.lock") and not h.endswith(".lock")]
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -272,8 +286,9 @@ def _compare_csv(a: Path, b: Path) -> list[str]:
 def _compare_zarr(a: Path, b: Path, root_a: str, root_b: str) -> list[str]:
     ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
     problems = []
-    if _normalize(dict(ga.attrs), root_a) != _normalize(dict(gb.attrs), root_b):
-        problems.append("attrs differ")
+    attrs_a, attrs_b = _normalize(dict(ga.attrs), root_a), _normalize(dict(gb.attrs), root_b)
+    if attrs_a != attrs_b:
+        problems.append(f"attrs differ: {_diff(attrs_a, attrs_b)}")
     names_a, names_b = sorted(k for k, _ in ga.arrays()), sorted(k for k, _ in gb.arrays())
     if names_a != names_b:
         return problems + [f"arrays differ: {names_a} vs {names_b}"]

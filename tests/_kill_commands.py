@@ -65,6 +65,13 @@ RUN_PRESET = {
 RUN = ["run", "optimizers", "--preset", "tiny.yaml", "--out", "out", "--progress"]
 
 
-#: Text each command's rich progress bar shows (``run``: the bars of its surfaces; its
-#: training prints one line per run).
-BARS = {"train": "epochs  loss", "plane": "points", "run": "points"}
+# ---- lossurf demo -------------------------------------------------------------------------
+
+# Every recipe on the tiny preset, then the report; it starts in the output folder of
+# `lossurf run optimizers` above (a user who ran one recipe, then the demo), so the demo's
+# first recipe is already done and the matrix pays only for the others and the report.
+DEMO = ["demo", "--preset", "tiny.yaml", "--out", "out", "--progress"]
+
+#: Text each command's rich progress bar shows (``run``, ``demo``: the bars of their surfaces;
+#: their training prints one line per run).
+BARS = {"train": "epochs  loss", "plane": "points", "run": "points", "demo": "points"}
