@@ -110,7 +110,16 @@ def test_surface_and_distance_refuse_a_device_before_writing(tmp_path, cli):
         assert code == 2 and message in err, err
         code, _, err = cli("distance", str(exp), "init", "sgd", "--device", device)
         assert code == 2 and message in err, err
-    assert not (exp / "surfaces").exists() or not any((exp / "surfaces").iterdir())
+        for command in (
+            ("hessian", str(exp), "sgd", "--top", "1"),
+            ("curve", str(exp), "init", "sgd", "--epochs", "1", "--no-progress"),
+            ("align", str(exp), "init", "sgd", "--steps", "3", "--no-progress"),
+            ("surface", "random", str(exp), "--at", "sgd", "--steps", "3", "--no-progress"),
+        ):
+            code, _, err = cli(*command, "--device", device)
+            assert code == 2 and message in err, (command, err)
+    for made in ("surfaces", "hessian", "curves"):
+        assert not (exp / made).exists() or not any((exp / made).iterdir()), made
 
 
 def test_check_validates_and_writes_nothing(tmp_path):

@@ -395,7 +395,10 @@ def align_command(
 ) -> None:
     """Loss barrier between two end points before and after permutation alignment."""
     from lossurf.alignment import compare_endpoints
+    from lossurf.devices import check_device
 
+    if device is not None:
+        device = str(check_device(device))  # before the store is made
     if figure is not None and figure.suffix.lower() not in (".png", ".pdf"):
         raise LossurfError(f"figure file {figure} must end in .png or .pdf; rename it")
     with _resumable():
@@ -487,7 +490,11 @@ def hessian(
     from lossurf.experiment import endpoint_attrs, load_experiment
     from lossurf.hessian.table import comparison_rows, format_table
 
+    from lossurf.devices import check_device
+    from lossurf.surface.store import open_surface
+
     experiment = load_experiment(exp_dir)
+    device = str(check_device(device or experiment.config.device))  # before a store is made
     points = [experiment.resolve(r) for r in runs]
     eps = [e for e in (sharpness or [1e-3]) if e != 0]
     results, basins = {}, {}
@@ -500,27 +507,14 @@ def hessian(
             results[point.label] = hess.analyze(
                 experiment.model(), point.weights, experiment.dataset(), top=top or None,
                 tol=tol, trace=trace, density=density, sharpness=eps, seed=seed,
-                split=split, subset=subset or None, device=device or experiment.config.device, store=store,
+                split=split, subset=subset or None, device=device, store=store,
                 attrs={"experiment": str(experiment.path), **endpoint_attrs([point])})
         init = experiment.init_label(experiment.seed_of(point.run)) if point.checkpoint != "init" else None
         basin = experiment.path / "surfaces" / f"basin-{safe}-{init}-{split}.zarr"
         if init is not None and basin.is_dir():
-            import xarray as xr
-
-            basins[point.label] = xr.open_zarr(basin).load()
+            basins[point.label] = open_surface(basin).load()
         typer.echo(f"{point.label}: written to {store}")
     typer.echo(format_table(comparison_rows(results, basins)))
-
-
-@app.command()
-def plot(
-    store: Path = typer.Argument(..., help="A surface zarr store (of `lossurf surface`, a recipe or the API)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Figure file: .png, .pdf or .html (default: STORE with .png)."),
-) -> None:
-    """Draw a surface store: a line or basin profile, or a plane as 3-D surface and contour."""
-    from lossurf.plots import plot_store
-
-    typer.echo(f"figure: {plot_store(store, out)}")
 
 
 @app.command()
@@ -541,6 +535,10 @@ def curve(
 ) -> None:
     """Low-loss curve between two end points (Garipov et al. 2018) against the straight line."""
     from lossurf.curves import experiment_curve
+    from lossurf.devices import check_device
+
+    if device is not None:
+        device = str(check_device(device))  # before the curve's folder is made
 
     def report(epoch: int, loss: float) -> None:
         if progress:
