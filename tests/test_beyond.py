@@ -139,6 +139,14 @@ def test_trajectory_run_has_every_epoch_and_the_main_runs_weights(result: Recipe
     assert pca["checkpoint_bytes"] == on_disk > 0
 
 
+def test_lowered_reads_the_numbers() -> None:
+    from lossurf.experiments.beyond import lowered
+
+    assert lowered(0.0, 0.0, "alignment") == "there is no barrier for alignment to lower."
+    assert lowered(1.0, 0.25, "alignment") == "alignment lowers it by 75%."
+    assert lowered(1.0, 1.5, "the curve") == "the curve does not lower it."
+
+
 def test_comparison_sentence_reads_the_numbers() -> None:
     adaptive = {"sgd": False, "adam": True, "rmsprop": True}
     assert comparison_sentence({"sgd": 1.0, "adam": 2.0, "rmsprop": 3.0}, adaptive, "sgd") == (

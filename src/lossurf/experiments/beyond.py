@@ -222,6 +222,15 @@ def comparison_sentence(tops: dict[str, float], adaptive: dict[str, bool], sgd: 
     return f"{verdict} than {sgd}'s ({tops[sgd]:.4g}): {listing}."
 
 
+def lowered(before: float, after: float, by: str) -> str:
+    """A sentence saying whether ``by`` lowered a barrier from ``before`` to ``after``."""
+    if before <= 0.0:
+        return f"there is no barrier for {by} to lower."
+    if after < before:
+        return f"{by} lowers it by {100 * (before - after) / before:.0f}%."
+    return f"{by} does not lower it."
+
+
 def rows_of(table: pd.DataFrame) -> list[dict]:
     """A table's rows as dicts (NaN cells left out)."""
     return [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
@@ -355,8 +364,8 @@ def run(ctx: Context) -> RecipeResult:
         f"Training loss along a quadratic Bezier curve whose bend was trained for "
         f"{SETTINGS.curve_epochs} epochs (Garipov et al. 2018), against the straight line. "
         f"Barrier (highest loss above the higher end): {c['barrier_curve']:.4g} along the curve, "
-        f"{c['barrier_line']:.4g} along the line; the curve "
-        + ("lowers it." if c["barrier_curve"] < c["barrier_line"] else "does not lower it."),
+        f"{c['barrier_line']:.4g} along the line; " + lowered(c["barrier_line"],
+                                                             c["barrier_curve"], "the curve"),
         "curve", {"surface": curve_rel}))
     _timed(seconds, "curve", t)
 
@@ -371,14 +380,13 @@ def run(ctx: Context) -> RecipeResult:
         key = f"{first}|{second}"
         raw, done = float(ds.attrs["barrier_raw"]), float(ds.attrs["barrier_aligned"])
         aligned[key] = {"store": store, "barrier_raw": raw, "barrier_aligned": done}
-        lower = "lower" if done < raw else "not lower"
         result.figures.append(FigureSpec(
             f"align-{first}-{second}".replace("@", "-"),
             f"{first} to {second}: before and after weight matching",
             f"Training loss along the line from {first} (alpha = 0) to {second} (alpha = 1), "
             f"raw and after permuting {second}'s hidden units to match {first}'s (Ainsworth et "
-            f"al. 2022). Barrier {raw:.4g} before, {done:.4g} after alignment: {lower} after "
-            "alignment.", "alignment", {"surface": store}))
+            f"al. 2022). Barrier {raw:.4g} before, {done:.4g} after alignment: "
+            + lowered(raw, done, "alignment"), "alignment", {"surface": store}))
     result.measurements["alignment"] = aligned
     _timed(seconds, "alignment", t)
 
