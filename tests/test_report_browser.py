@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from _plot_data import line_store, plane_store, recipe
 
-from lossurf.experiments.result import FigureSpec
+from lossurf.experiments.result import Claim, FigureSpec
 from lossurf.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -135,6 +135,10 @@ def page(tmp_path_factory):
     plane_store(first.root / "surfaces/p.zarr", spoil={(3, 3): np.inf})
     plane_store(first.root / "surfaces/a.zarr", kind="affine")
     line_store(first.root / "surfaces/l.zarr")
+    # a claim with long unbreakable values: the table must not push the page sideways
+    Claim.save_all([Claim(1, "methods reach different minima " * 3, "barrier/sgd|adam",
+                          ",".join(f"barrier/m{i}|m{i + 1}={i / 7:.6f}" for i in range(12)),
+                          True, "optimizers", reason="x" * 150)], out / "claims.json")
     return write_report(out).read_text()
 
 

@@ -67,7 +67,9 @@ figure{margin:1.5em 0;padding:.8em;border:1px solid #e4e4e4;border-radius:6px}
 figure img{display:block;max-width:100%;height:auto}
 figcaption{font-size:.95em;color:#333;margin-top:.5em}
 figure h3{margin:.1em 0 .5em 0;font-size:1.15em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.95em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.95em;display:block;max-width:100%;
+ overflow-x:auto}
+.claims td{overflow-wrap:anywhere}
 th,td{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}
 th{background:#f3f3f3}
 .badge{display:inline-block;padding:.15em .6em;border-radius:4px;font-weight:bold;
@@ -147,8 +149,8 @@ def _claims_table(out: Path, ran: set[str]) -> str:
             f"<td>{_e(c.threshold)}</td><td>{_badge(held, tested)}</td><td>{_e(why)}</td>"
             f"<td>{_e(c.recipe)}</td></tr>"
         )
-    return ("<table><tr><th>#</th><th>claim of the paper</th><th>quantity that tests it</th>"
-            "<th>the paper's number</th><th>measured here</th><th>threshold</th>"
+    return ('<table class="claims"><tr><th>#</th><th>claim of the paper</th>'
+            "<th>quantity that tests it</th><th>the paper's number</th><th>measured here</th><th>threshold</th>"
             "<th>verdict</th><th>why</th><th>recipe</th></tr>" + "".join(rows)
             + "</table>" + _outcomes_table(out))
 
