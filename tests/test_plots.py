@@ -230,6 +230,7 @@ def test_series_styles_differ_by_seed_switch_point_and_bn():
     assert [s.marker for s in switches] == [SWITCH_MARKERS[p] for p in (25, 50, 75)]
     assert switches[1].color == color_for("sgd-to-adam-50")  # the mix, weighted by the switch
     assert len({s.color for s in switches}) == 3
+    assert series_style("sgd -> adam after epoch 1 (50%)") == switches[1]
     with_bn = series_style("N(-10, 0.01), with BN", "N(-10, 0.01)")
     without = series_style("N(-10, 0.01), without BN", "N(-10, 0.01)")
     assert with_bn.color != without.color and with_bn.linestyle != without.linestyle

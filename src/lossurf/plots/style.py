@@ -195,7 +195,7 @@ NO_BN_MARKER = "v"
 _SEED = re.compile(r"\s*(?:@seed\s*(\d+)|\(\s*seed\s*(\d+)\s*\)|,?\s*\bseed\s*(\d+))", re.I)
 _NO_BN = re.compile(r",?\s*\b(?:without\s+(?:bn|batch[ -]?norm)|no[- ]?bn|bn\s*=\s*false)\b", re.I)
 _WITH_BN = re.compile(r",?\s*\b(?:with\s+(?:bn|batch[ -]?norm)|bn)\b", re.I)
-_ARROW = re.compile(r"^\s*(?P<a>[\w+.-]+)\s*->\s*(?P<b>[\w+.-]+)(?:\s+at\s+(?P<p>\d+)\s*%)?\s*$")
+_ARROW = re.compile(r"^\s*(?P<a>[\w+.-]+)\s*->\s*(?P<b>[\w+.-]+)(?P<rest>(?:\s.*)?)$")
 _PERCENT = re.compile(r"(\d+)\s*%|-to-.+-(\d+)(?:@|$)")
 
 
@@ -252,8 +252,9 @@ def series_style(label: str, group: str = "") -> SeriesStyle:
     text = re.sub(r"\s+only$", "", text)  # "sgd only" (Fig. 7) is the sgd run
     marker = None
     arrow = _ARROW.match(text)
-    if arrow:  # "a -> b at p%": the colour of the switch run a-to-b-p
-        text = f"{arrow['a']}-to-{arrow['b']}" + (f"-{arrow['p']}" if arrow["p"] else "")
+    if arrow:  # "a -> b at p%", "a -> b after epoch 5 (p%)": the colour of run a-to-b-p
+        share = re.search(r"(\d+)\s*%", arrow["rest"])
+        text = f"{arrow['a']}-to-{arrow['b']}" + (f"-{share.group(1)}" if share else "")
     percent = _PERCENT.search(text)
     if percent:
         marker = SWITCH_MARKERS.get(int(next(g for g in percent.groups() if g)), "D")
