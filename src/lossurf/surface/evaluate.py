@@ -370,15 +370,15 @@ class Evaluator:
         block = c[: self.choice.k]
 
         def one_pass() -> None:
+            # eager: torch.compile guards on the thread count, so timing a compiled forward
+            # at a second count would time a recompilation
             with precision_context(self.precision, self.device):
-                self._evaluate_with(self.strategy, anchors, block, bool(self._compile_plan),
-                                    None, None)
+                self._evaluate_with(self.strategy, anchors, block, False, None, None)
 
         timings = {}
-        with torch_threads(guess):
-            one_pass()  # warm-up: preparation and any compilation
         for n in (guess, usable):
             with torch_threads(n):
+                one_pass()  # warm-up: preparation, allocation
                 start = clock()
                 one_pass()
                 timings[n] = clock() - start
