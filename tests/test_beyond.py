@@ -54,11 +54,12 @@ def test_every_figure_kind_has_its_data(result: RecipeResult) -> None:
             assert len(pd.read_csv(result.path(spec.data["table"]))) == 2  # sgd, adam
         for entry in spec.data.get("series", []):
             assert (result.path(spec.data["folder"]) / f"{entry['hessian']}.zarr").is_dir()
-    seconds = result.measurements["seconds"]
+    seconds = result.measurements["wall_time"]["seconds"]
     assert set(seconds) == {"train", "random_planes", "pca_training", "pca_plane", "hessian",
                             "curve", "alignment"}
     assert all(v >= 0 for v in seconds.values())
-    assert len(result.measurements["load_average_start"]) == 3
+    load = result.measurements["wall_time"]["load_average"]
+    assert len(load["start"]) == len(load["end"]) == 3
 
 
 def test_alignment_barriers_equal_the_stores_loss_arrays(result: RecipeResult) -> None:
