@@ -173,6 +173,16 @@ def test_report_renders_the_section(out: Path, result: RecipeResult) -> None:
     assert result.measurements["adaptive_sharper"].replace("'", "&#x27;") in section
 
 
+def test_density_figure_is_redrawn_when_a_hessian_store_changes(result: RecipeResult) -> None:
+    from lossurf.reporting.cache import input_files
+
+    spec = next(s for s in result.figures if s.kind == "density")
+    files = input_files(spec, result)
+    for method in ("sgd", "adam"):
+        store = result.path(f"hessian/{method}.zarr")
+        assert any(f.is_relative_to(store) for f in files), method
+
+
 def test_rerun_reuses_every_store(out: Path, result: RecipeResult) -> None:
     stores = [p for p in (out / "beyond").rglob("zarr.json")]
     before = {p: p.stat().st_mtime_ns for p in stores}
@@ -188,7 +198,7 @@ def test_drawers_name_a_wrong_store(result: RecipeResult, tmp_path: Path) -> Non
     wrong = FigureSpec("x", "x", "x", "alignment", {"surface": "surfaces/random-sgd.zarr"})
     with pytest.raises(LossurfError, match="not an alignment store.*compare_barriers"):
         draw(wrong, result, tmp_path)
-    wrong = FigureSpec("y", "y", "y", "density", {"folder": "hessian",
+    wrong = FigureSpec("y", "y", "y", "density", {"folder": "hessian/",
                                                   "series": [{"label": "x", "hessian": "nope"}]})
     with pytest.raises(LossurfError, match=r"nope\.zarr does not exist; run the 'beyond' recipe"):
         draw(wrong, result, tmp_path)

@@ -345,8 +345,9 @@ def run(ctx: Context) -> RecipeResult:
         "mass far right of zero means sharp directions. Largest top eigenvalue: "
         + (f"{max(tops, key=tops.get)} ({max(tops.values()):.4g})." if tops else "none."),
         # named by folder and stem, not "*.zarr" paths: the report reads those as surface
-        # stores for its settings line, and a Hessian store is not one
-        "density", {"folder": "hessian", "series": [{"label": m, "hessian": m} for m in found]}))
+        # stores for its settings line, and a Hessian store is not one; the folder's "/" makes
+        # the report's figure cache hash every file under it (a changed store is redrawn)
+        "density", {"folder": "hessian/", "series": [{"label": m, "hessian": m} for m in found]}))
     _timed(seconds, "hessian", t)
 
     # A Bezier curve between the pair's minima against the straight line.
