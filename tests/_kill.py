@@ -40,6 +40,9 @@ from safetensors.torch import load_file
 VOLATILE = {"wall_time", "metrics_sha256"}
 #: Files whose content depends on timing (report pages): only their presence is compared.
 PRESENCE_ONLY = {".html", ".png", ".pdf", ".svg"}
+#: Records of the processes, not results: the demo's log of the commands it ran and their
+#: times (a killed run has one more), the report's record of what it drew from which bytes.
+PRESENCE_ONLY_NAMES = {"invocations.json", "drawn.json"}
 
 Trigger = Callable[[Path, float], bool]
 
@@ -328,7 +331,7 @@ def compare_trees(ref: Path, got: Path) -> list[str]:
     for rel in sorted(plain_r & plain_g):
         a, b = ref / rel, got / rel
         suffix = a.suffix
-        if suffix in PRESENCE_ONLY:
+        if suffix in PRESENCE_ONLY or a.name in PRESENCE_ONLY_NAMES:
             continue
         if suffix == ".safetensors":
             found = _compare_safetensors(a, b)
