@@ -28,6 +28,7 @@ can keep its basis in float64 whatever the model's precision.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Mapping
 from typing import Literal
 
@@ -182,6 +183,7 @@ class HessianOperator:
     __call__ = hvp
 
     def _hvp_functorch(self, v, x, y) -> list[torch.Tensor]:
+        _load_jvp_decompositions()
         grad_fn = torch.func.grad(lambda p: self._summed_loss(p, x, y))
         _, hv = torch.func.jvp(grad_fn, (self._params,), (v,))
         return [hv[k] for k in self.names]
@@ -208,3 +210,14 @@ class HessianOperator:
             out = hv if out is None else [a + b for a, b in zip(out, hv)]
         self.calls += 1
         return self._flat(out) / self._count
+
+
+def _load_jvp_decompositions() -> None:
+    """Import torch's forward-AD decompositions once, quietly.
+
+    Their module body (torch 2.13) registers its decompositions with ``torch.jit.script``, a
+    DeprecationWarning about torch's own code that every first ``torch.func.jvp`` would emit.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", DeprecationWarning)
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
