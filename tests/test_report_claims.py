@@ -47,3 +47,23 @@ def test_all_runs_trained_says_so(tmp_path) -> None:
          "reason": ""}])
     text = write_report(tmp_path).read_text()
     assert "All 1 runs behind these claims trained" in text
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("content, why", [
+    (b'{"bad', "Unterminated string"),
+    (b"\xff\xfe[]", "not UTF-8 text"),
+    (b'{"number": 1}', "holds a dict, not a list"),
+    (b'[{"number": 1, "bogus": 2}]', "not a list of claim records"),
+    (b"[1, 2]", "not a list of claim records"),
+])
+def test_a_damaged_claims_file_is_one_line_and_exit_2(tmp_path, cli, content, why) -> None:
+    RecipeResult("optimizers", "Optimizers", "4.1", "p", tmp_path / "optimizers").save()
+    (tmp_path / "claims.json").write_bytes(content)
+    code, _, err = cli("report", tmp_path)
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"claims.json is corrupted ({why}" in err
+    assert "run the same `lossurf run ...` or `lossurf demo` command again" in err

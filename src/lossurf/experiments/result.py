@@ -56,11 +56,11 @@ run of every recipe with its outcome (trained, did not train, diverged) and why.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossurf.errors import LossurfError
 from lossurf.runs import read_json, write_json
 
 __all__ = ["FigureSpec", "RecipeResult", "Claim", "FIGURE_KINDS"]
@@ -148,4 +148,11 @@ class Claim:
 
     @staticmethod
     def load_all(path: Path) -> list["Claim"]:
-        return [Claim(**c) for c in json.loads(Path(path).read_text())]
+        """Read ``claims.json``; a damaged file is one :class:`LossurfError` naming the fix."""
+        fix = ("delete it and run the same `lossurf run ...` or `lossurf demo` command again: "
+               "finished recipes are reused and the claims are recomputed from their data")
+        records = read_json(Path(path), fix, expect=list)
+        try:
+            return [Claim(**record) for record in records]
+        except TypeError:  # an item that is not a mapping of Claim's fields
+            raise LossurfError(f"{path} is corrupted (not a list of claim records); {fix}") from None
