@@ -162,6 +162,31 @@ def test_killed_run_resumes_bitwise(trained, tmp_path):
     assert list(resumed["train_loss"]) == list(uninterrupted["train_loss"])
 
 
+def test_a_resumed_run_keeps_the_thread_count_it_began_with(tmp_path, monkeypatch):
+    """Convolutions round differently with another thread count; a run resumed under another
+    load (or LOSSURF_THREADS) must still end bitwise where it would have ended unresumed."""
+    config = tiny_config(runs=[{"optimizer": "sgd", "lr": 0.1}])
+    before = torch.get_num_threads()
+    monkeypatch.setenv("LOSSURF_THREADS", "2")
+    seen: list[int] = []
+    train_experiment(config, tmp_path / "clean", report=lambda *_: seen.append(torch.get_num_threads()))
+    assert set(seen) == {2}
+
+    def kill_after_epoch_2(run, epoch, epochs, row):
+        if epoch == 2:
+            raise Kill
+
+    with pytest.raises(Kill):
+        train_experiment(config, tmp_path / "resumed", report=kill_after_epoch_2)
+    monkeypatch.setenv("LOSSURF_THREADS", "1")  # another load: the policy would pick 1 now
+    seen.clear()
+    train_experiment(config, tmp_path / "resumed", report=lambda *_: seen.append(torch.get_num_threads()))
+    assert set(seen) == {2}
+    clean, resumed = (lossurf.load_experiment(tmp_path / d) for d in ("clean", "resumed"))
+    assert same_state(resumed.weights("sgd"), clean.weights("sgd"))
+    assert torch.get_num_threads() == before  # restored after training
+
+
 def test_same_directory_different_experiment_is_refused(trained):
     out, _ = trained
     with pytest.raises(LossurfError, match="different experiment; pass another --out"):

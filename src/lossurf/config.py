@@ -192,9 +192,9 @@ class RunSpec(_Frozen):
 class TrainingSettings(_Frozen):
     """How every run of an experiment trains; shared by experiment configs and presets.
 
-    ``threads`` sets torch's CPU threads; ``None`` picks one thread for small models (below a
-    million parameters: intra-op parallelism costs them more than it saves, 60x slower steps
-    measured on a loaded 2-core machine) and torch's default otherwise.
+    ``threads`` sets torch's CPU threads; ``None`` follows the usable cores less the share other
+    processes keep busy (or ``LOSSURF_THREADS``; see :mod:`lossurf.threads`). A run keeps the
+    count it started with when it is resumed, so its result does not depend on the load.
     """
 
     epochs: int = Field(ge=1, le=MAX_EPOCHS)

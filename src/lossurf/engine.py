@@ -269,6 +269,9 @@ class _Progress:
     wall_time: float = 0.0
     checkpoints: dict[str, str] = field(default_factory=dict)
     rows: list[dict[str, Any]] | None = None
+    #: CPU threads the run trains with, fixed at its start: convolutions round differently
+    #: with another count, so a run resumed under another load keeps the count it began with.
+    threads: int | None = None
 
     def save(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         buffer = io.BytesIO()
@@ -292,7 +295,9 @@ class _Progress:
             model, optimizer = state.pop("model"), state.pop("optimizer")
             progress = cls(**state)
             if not (isinstance(progress.epoch, int) and progress.epoch >= 0 and isinstance(model, dict)
-                    and isinstance(optimizer, dict) and isinstance(progress.checkpoints, dict)):
+                    and isinstance(optimizer, dict) and isinstance(progress.checkpoints, dict)
+                    and (progress.threads is None
+                         or (isinstance(progress.threads, int) and progress.threads >= 1))):
                 raise TypeError("wrong field types")
             if progress.rows is not None and (
                 len(progress.rows) != progress.epoch + 1
@@ -442,6 +447,10 @@ def train_run(
             raise LossurfError(
                 f"resume state {resume_path} is corrupted (optimizer state: {error}); {_RESUME_FIX}"
             ) from None
+    if progress.threads is None:
+        progress.threads = torch.get_num_threads()  # what cpu_threads chose for this start
+    # For the rest of this run (the caller's cpu_threads context restores the count after).
+    torch.set_num_threads(progress.threads)
     if progress.rows is not None:
         metrics = MetricsLog(layout.metrics(name), columns, progress.rows)
         metrics.write()  # restores a metrics.csv truncated or damaged since
