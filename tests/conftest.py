@@ -44,3 +44,4 @@ def cli(monkeypatch, capsys):
         return code, captured.out, captured.err
 
     return run
+

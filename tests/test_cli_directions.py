@@ -11,21 +11,14 @@ import zarr
 import lossurf
 from lossurf import surface
 from lossurf.config import parse_config
+from _experiments import train_tiny_experiment
 from lossurf.engine import train_experiment
 from lossurf.params import flatten, moving_keys
 
 
 @pytest.fixture(scope="module")
 def experiment_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp")
-    config = parse_config({
-        "data": {"name": "digits", "max_train": 128, "max_test": 64},
-        "model": {"name": "cnn-small"},
-        "epochs": 3, "batch_size": 32, "eval_subset": 64, "checkpoint_every": 1,
-        "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.003}],
-    })
-    train_experiment(config, out)
-    return out
+    return train_tiny_experiment(tmp_path_factory.mktemp("exp"), epochs=3)
 
 
 def test_random_plane_center_is_the_end_point_and_a_rerun_resumes(experiment_dir, tmp_path, cli):

@@ -12,21 +12,12 @@ import xarray as xr
 
 import lossurf
 from lossurf import hessian
-from lossurf.config import parse_config
-from lossurf.engine import train_experiment
+from _experiments import train_tiny_experiment
 
 
 @pytest.fixture(scope="module")
 def experiment_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("exp")
-    config = parse_config({
-        "data": {"name": "digits", "max_train": 128, "max_test": 64},
-        "model": {"name": "cnn-small"},
-        "epochs": 2, "batch_size": 32, "eval_subset": 64, "checkpoint_every": 1,
-        "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.003}],
-    })
-    train_experiment(config, out)
-    return out
+    return train_tiny_experiment(tmp_path_factory.mktemp("exp"))
 
 
 def _lossurf(*args) -> subprocess.CompletedProcess:
