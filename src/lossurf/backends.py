@@ -1,4 +1,5 @@
-"""Where work runs: a tiny ``Backend`` protocol, the in-process ``LocalBackend`` and ``RayBackend``.
+"""Where work runs: a tiny ``Backend`` protocol, the in-process ``LocalBackend``, the
+``ProcessBackend`` (worker processes on this machine) and ``RayBackend``.
 
 A backend maps a function over work items and yields the results *as they complete* (in any
 order), so the caller can persist each result at once. Work items and the function must be
@@ -14,13 +15,17 @@ the small items travel per task.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
+import pickle
+import threading
 import re
 import socket
 import subprocess
+import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -28,7 +33,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from lossurf.errors import LossurfError
 from lossurf.reaper import descendants, reap_on_exit
 
-__all__ = ["Backend", "LocalBackend", "RayBackend", "MapStats", "BACKENDS", "make_backend"]
+__all__ = ["Backend", "LocalBackend", "ProcessBackend", "RayBackend", "MapStats", "BACKENDS",
+           "make_backend"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -306,8 +312,201 @@ def _unwrap(err: Exception) -> BaseException:
     return cause
 
 
+class _Worker:
+    """One worker process (``python -m lossurf.workers``) and the driver's end of its socket."""
+
+    def __init__(self, threads: int) -> None:
+        from multiprocessing.connection import Connection
+
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lossurf.workers", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+        )
+        theirs.close()  # the worker holds its end: EOF here means the worker is gone
+        self.conn = Connection(ours.detach())
+        # PR_SET_PDEATHSIG follows the thread that starts the child: armed only from the main
+        # thread, whose end is the process's (a worker thread's end would kill healthy workers).
+        deathsig = threading.current_thread() is threading.main_thread()
+        try:
+            self.conn.send_bytes(pickle.dumps((os.getpid(), threads, deathsig, list(sys.path))))
+        except OSError:  # died at once; the map sees the closed socket
+            pass
+        self.map_id = 0  # the map whose function this worker already has
+
+    def stop(self, kill: bool) -> None:
+        """End the worker: close its socket (an idle worker then returns), terminating it first
+        when ``kill`` (it is busy with an item nobody waits for)."""
+        if kill and self.process.poll() is None:
+            self.process.terminate()
+        self.conn.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def _exit_reason(code: int | None) -> str:
+    """A worker's exit code in words (``killed by SIGKILL``, ``exit code 1``)."""
+    if code is not None and code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class ProcessBackend:
+    """Runs items in ``jobs`` worker processes on this machine, yielding results as they complete.
+
+    Each worker is a fresh interpreter (``python -m lossurf.workers``, spawned, never forked:
+    CUDA cannot be used in a forked child) that runs one item at a time, so work that shares a device (runs of one experiment on one GPU)
+    goes side by side in separate processes, each exactly as it would run alone. Workers start
+    on the first ``map`` that needs them and serve later maps until :meth:`close` (or the
+    driver's exit); they die with the driver however it ends (see :mod:`lossurf.workers`).
+
+    Args:
+        jobs: worker processes, i.e. items at once (at least 1).
+        threads: torch CPU threads per worker; default ``LOSSURF_THREADS``, else the usable
+            cores divided by ``jobs`` (at least 1). Bitwise equality with a run trained alone
+            needs the same count in both (e.g. ``LOSSURF_THREADS=1``).
+
+    Raises:
+        LossurfError: ``jobs`` or ``threads`` is not a positive integer.
+    """
+
+    def __init__(self, jobs: int, threads: int | None = None) -> None:
+        from lossurf.threads import env_threads, usable_cores
+
+        _positive("jobs", jobs, 1, integer=True)
+        if threads is not None:
+            _positive("threads", threads, 1, integer=True)
+        self.jobs = jobs
+        self.threads = threads or env_threads() or max(1, usable_cores() // jobs)
+        self.stats = MapStats()
+        self._workers: list[_Worker] = []
+        self._idle: list[_Worker] = []
+        self._maps = 0
+        # Idle workers wait for work until their socket closes: close it at exit at the latest.
+        atexit.register(self.close)
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """Run ``fn(item)`` in the workers; yield results as they complete.
+
+        ``fn`` is pickled once and sent to each worker with its first item of this map. The
+        first item that raises stops the map: the workers still busy are terminated and the
+        item's own exception is raised here (a ``LossurfError`` as the same one-line error).
+        Closing the iterator early (an error or Ctrl-C in the caller) terminates the workers
+        still busy too. A worker that dies is a ``LossurfError`` naming its item.
+        """
+        from multiprocessing.connection import wait
+
+        from lossurf.workers import raise_payload
+
+        try:
+            blob = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:  # pickling runs user code: any error means "does not ship"
+            raise LossurfError(
+                f"cannot send {type(fn).__name__} to worker processes: it does not pickle "
+                f"({type(err).__name__}: {err}); pass a module-level function or a dataclass "
+                "of picklable fields"
+            ) from None
+        self._maps += 1
+        map_id = self._maps
+        self.stats = stats = MapStats()
+        began = time.perf_counter()
+        todo = deque(enumerate(items))
+        busy: dict[_Worker, Any] = {}  # worker -> its item
+        try:
+            while todo or busy:
+                while todo and len(busy) < self.jobs:
+                    worker = self._idle.pop() if self._idle else self._start()
+                    index, item = todo.popleft()
+                    busy[worker] = item
+                    self._send(worker, map_id, blob, index, item)
+                ready = set(wait([w.conn for w in busy]))
+                for worker in [w for w in busy if w.conn in ready]:
+                    item = busy.pop(worker)
+                    try:  # a dead worker's socket still gives what it sent, then EOF
+                        kind, _, payload = pickle.loads(worker.conn.recv_bytes())
+                    except (EOFError, OSError):
+                        try:
+                            code = worker.process.wait(timeout=5)
+                        except subprocess.TimeoutExpired:  # closed its socket yet lives on
+                            code = None
+                        self._drop(worker)
+                        raise LossurfError(
+                            f"a worker process died while working on {item!r} ({_exit_reason(code)}"
+                            "; out of memory?); run the same command again to resume"
+                        ) from None
+                    self._idle.append(worker)
+                    if kind == "error":
+                        raise_payload(payload, worker.process.pid)
+                    result, seconds, cpu, pid = payload
+                    stats.task_seconds.append(seconds)
+                    stats.task_cpu_seconds.append(cpu)
+                    stats.workers.add(pid)
+                    stats.wall_seconds = time.perf_counter() - began
+                    yield result
+        finally:
+            # Items still running are no longer wanted (an error, Ctrl-C, a closed iterator):
+            # stop their processes now rather than let them go on unseen.
+            for worker in busy:
+                self._drop(worker)
+
+    def _send(self, worker: _Worker, map_id: int, blob: bytes, index: int, item: Any) -> None:
+        """Send one item (with the map's function if this worker does not have it yet)."""
+        message = (map_id, blob if worker.map_id != map_id else None, index, item)
+        try:
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as err:
+            raise LossurfError(
+                f"cannot send the work item {item!r} to a worker process: it does not pickle "
+                f"({type(err).__name__}: {err}); pass plain values (names, numbers, tuples)"
+            ) from None
+        try:
+            worker.conn.send_bytes(data)
+        except OSError:  # the process is gone: map's wait sees its socket closed
+            return
+        worker.map_id = map_id
+
+    def _start(self) -> _Worker:
+        worker = _Worker(self.threads)
+        self._workers.append(worker)
+        return worker
+
+    def _drop(self, worker: _Worker) -> None:
+        """Forget a worker and stop it (terminated unless it is idle)."""
+        idle = worker in self._idle
+        if idle:
+            self._idle.remove(worker)
+        if worker in self._workers:
+            self._workers.remove(worker)
+        worker.stop(kill=not idle)
+
+    def close(self) -> None:
+        """Stop every worker: idle ones return at once, busy ones are terminated."""
+        for worker in list(self._workers):
+            self._drop(worker)
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> ProcessBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ProcessBackend(jobs={self.jobs}, threads={self.threads})"
+
+
 #: Registered backends by name; ``make_backend`` builds one.
-BACKENDS: dict[str, Callable[..., Any]] = {"local": LocalBackend, "ray": RayBackend}
+BACKENDS: dict[str, Callable[..., Any]] = {
+    "local": LocalBackend, "processes": ProcessBackend, "ray": RayBackend,
+}
 
 
 def make_backend(name: str = "local", **options: Any) -> Backend:
@@ -315,8 +514,9 @@ def make_backend(name: str = "local", **options: Any) -> Backend:
 
     Args:
         name: a key of :data:`BACKENDS` (default ``local``).
-        **options: passed to the backend's constructor (``ray``: ``address``, ``num_cpus``,
-            ``num_gpus``, ``max_retries``, ``local_cpus``; see :class:`RayBackend`).
+        **options: passed to the backend's constructor (``processes``: ``jobs``, ``threads``,
+            see :class:`ProcessBackend`; ``ray``: ``address``, ``num_cpus``, ``num_gpus``,
+            ``max_retries``, ``local_cpus``, see :class:`RayBackend`).
 
     Returns:
         The backend instance.

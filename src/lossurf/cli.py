@@ -69,6 +69,24 @@ def _root() -> None:
     """Loss surfaces of deep networks (see `lossurf COMMAND --help`)."""
 
 
+_JOBS = typer.Option(
+    1, "--jobs", "-j",
+    help="Runs trained at once, each in its own worker process on this machine (1: one after "
+    "the other, in this process); see docs/concurrency.md.",
+)
+
+
+def _check_jobs(jobs: int, backend: str = "local") -> None:
+    """``--jobs`` is a positive count, and only for the local machine's worker processes."""
+    if jobs < 1:
+        raise LossurfError(f"--jobs must be at least 1, got {jobs}; pass how many runs to train "
+                           "at once, e.g. --jobs 4 (1 trains them one after the other)")
+    if jobs > 1 and backend != "local":
+        raise LossurfError(f"--jobs runs worker processes on this machine and does not combine "
+                           f"with --backend {backend} (Ray runs as many runs at once as its "
+                           f"cluster has CPUs or GPUs for); drop --jobs or --backend {backend}")
+
+
 @app.command()
 def train(
     experiment: Path = typer.Argument(..., help="Experiment YAML file (see examples/digits.yaml)."),
@@ -80,10 +98,12 @@ def train(
     backend: str = typer.Option("local", "--backend", help="Where runs train: local | ray (one task per run)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto or host:port)."),
     check: bool = typer.Option(False, "--check", help="Only check the file, data, model, optimizers and device; write nothing."),
+    jobs: int = _JOBS,
 ) -> None:
     """Train every run of EXPERIMENT into OUT; running it again resumes what was interrupted."""
     from lossurf.config import load_config, parse_config
 
+    _check_jobs(jobs, backend)
     config = load_config(experiment)
     overrides: dict = {}
     if data_dir is not None:
@@ -109,6 +129,7 @@ def train(
     with _resumable(), training_progress(progress) as report:
         statuses = train_experiment(
             config, out, runs=run, report=report, command=" ".join(sys.argv), backend=runner,
+            jobs=jobs,
         )
     for name, status in statuses.items():
         detail = f" at epoch {status['diverged_epoch']}" if status["status"] == "diverged" else ""
@@ -136,6 +157,9 @@ def _backend(name: str, address: Optional[str], device: str = "cpu"):
 
     if address is not None and name != "ray":
         raise LossurfError("--address only applies to --backend ray; add --backend ray")
+    if name == "processes":  # it needs a worker count: that is what --jobs gives
+        raise LossurfError("--backend takes local or ray; for runs trained at once in worker "
+                           "processes, pass --jobs N to lossurf train or lossurf run")
     options: dict = {}
     if name == "ray":
         options = {"address": address, "num_gpus": 1 if device.startswith("cuda") else 0}
@@ -422,16 +446,19 @@ def run_recipe_command(
     out: Path = typer.Option(Path("runs/paper"), "--out", "-o", help="Output folder shared by every recipe."),
     lr_search: bool = typer.Option(False, "--lr-search", help="Pick each method's learning rate on held-out data first."),
     progress: bool = _PROGRESS,
+    jobs: int = _JOBS,
 ) -> None:
     """Run one of the paper's experiments (or all) end to end: training, surfaces, claims."""
     from lossurf.analysis.claims import evaluate_claims
     from lossurf.experiments import run_all, run_recipe
 
+    _check_jobs(jobs)
     with _resumable():
         if recipe == "all":
-            run_all(preset, out, data_dir=data_dir, lr_search=lr_search, progress=progress)
+            run_all(preset, out, data_dir=data_dir, lr_search=lr_search, progress=progress, jobs=jobs)
         else:
-            run_recipe(recipe, preset, out, data_dir=data_dir, lr_search=lr_search, progress=progress)
+            run_recipe(recipe, preset, out, data_dir=data_dir, lr_search=lr_search,
+                       progress=progress, jobs=jobs)
             evaluate_claims(out)
     typer.echo(f"results in {out}; draw them with: lossurf report {out}")
 

@@ -540,6 +540,7 @@ def train_experiment(
     dataset: Dataset | None = None,
     command: str | None = None,
     backend: Backend | None = None,
+    jobs: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Train every run (or the named ``runs``) of ``config`` into ``out``; returns each run's
     status. Finished runs are skipped; a diverged run is recorded and the others go on.
@@ -551,7 +552,17 @@ def train_experiment(
     With a ``backend`` (e.g. :class:`lossurf.backends.RayBackend`) each run is one task
     (:class:`lossurf.distributed.TrainRunTask`) that writes into its run directory, so ``out``
     must be on storage every worker sees at the same path; ``report`` is then called once per
-    run, when it ends. Without one, runs train here, one after the other."""
+    run, when it ends. Without one, runs train here, one after the other. ``jobs`` > 1 trains
+    that many runs at once, each in its own worker process on this machine
+    (:class:`lossurf.backends.ProcessBackend`; see docs/concurrency.md)."""
+    if jobs != 1:
+        from lossurf.backends import ProcessBackend
+
+        if backend is not None:
+            raise LossurfError("pass backend= or jobs=, not both; jobs=N is the processes backend")
+        with ProcessBackend(jobs) as pool:
+            return train_experiment(config, out, runs=runs, report=report, dataset=dataset,
+                                    command=command, backend=pool)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise LossurfError(f"--out {out} is a file, not a directory; pass the path of a directory")

@@ -46,6 +46,7 @@ def run_recipe(
     data_dir: str | Path | None = None,
     lr_search: bool = False,
     progress: bool = True,
+    jobs: int = 1,
 ) -> RecipeResult:
     """Run one recipe; writes and returns its result (``OUT/<name>/result.json``).
 
@@ -56,6 +57,7 @@ def run_recipe(
         data_dir: where data files live (overrides the preset's ``data.data_dir``).
         lr_search: pick each method's learning rate on held-out training data first.
         progress: print progress.
+        jobs: runs trained at once, each in its own worker process (1: one after the other).
     """
     _check_name(name)
     preset = load_preset(preset)
@@ -70,7 +72,8 @@ def run_recipe(
                                            data_dir=Path(data_dir) if data_dir else None,
                                            progress=progress)
     ctx = Context(preset=preset, out=out, recipe=name,
-                  data_dir=Path(data_dir) if data_dir else None, progress=progress, lrs=lrs)
+                  data_dir=Path(data_dir) if data_dir else None, progress=progress, lrs=lrs,
+                  jobs=jobs)
     if progress:
         print(f"[{name}] preset {preset.name}", flush=True)
     result = RECIPES[name](ctx)
@@ -92,6 +95,7 @@ def run_all(
     lr_search: bool = False,
     progress: bool = True,
     recipes: list[str] | None = None,
+    jobs: int = 1,
 ) -> list[RecipeResult]:
     """Run every recipe (or ``recipes``), then write ``OUT/claims.json``.
 
@@ -108,6 +112,6 @@ def run_all(
             if progress:
                 print(f"[{name}] skipped: preset {preset.name} has no batchnorm section")
             continue
-        results.append(run_recipe(name, preset, out, data_dir, lr_search, progress))
+        results.append(run_recipe(name, preset, out, data_dir, lr_search, progress, jobs=jobs))
     evaluate_claims(Path(out))
     return results

@@ -54,6 +54,8 @@ class Context:
     data_dir: Path | None = None
     progress: bool = True
     lrs: dict[str, float] = field(default_factory=dict)
+    #: Runs trained at once in worker processes (``train_experiment(jobs=...)``).
+    jobs: int = 1
     _data: dict[str, Any] = field(default_factory=dict)
     _models: dict[str, Any] = field(default_factory=dict)
 
@@ -153,9 +155,12 @@ class Context:
         wanted = [name for name, spec, seed in config.iter_runs()
                   if spec.base_name() in runs and (seeds is None or seed in seeds)]
         report = _printer(config.name) if self.progress else None
-        dataset = self.dataset(config)
+        # Worker processes load the data from its files themselves: sending the loaded data
+        # set to each of them would cost more (a pickled copy per worker).
+        dataset = self.dataset(config) if self.jobs == 1 else None
         train_experiment(config, path, runs=wanted, report=report, dataset=dataset,
-                         command=f"lossurf run {self.recipe} --preset {self.preset.name}")
+                         command=f"lossurf run {self.recipe} --preset {self.preset.name}",
+                         jobs=self.jobs)
         return load_experiment(path), self.rel(path)
 
     def dataset(self, config: ExperimentConfig) -> Any:
