@@ -37,6 +37,7 @@ from lossurf.surface.fastpath import (
     rewrite,
     trace,
 )
+from lossurf.surface.statspass import add_stats, apply_stats, call_slices, stats_graph
 
 __all__ = ["LoopRunner", "VmapRunner", "batches", "combined_keys"]
 
@@ -138,6 +139,12 @@ class _Variant:
                       for f in folds]
         self.eval_fn = SafeCompiled(self.eval_module) if compile_ else self.eval_module
         self.compiled = compile_
+        # the statistics pass as one graph (see lossurf.surface.statspass), else the modules
+        self.stats = self.stats_fn = None
+        if runner.grouped:
+            base = self.stat_module if first else rewrite(work, [], None, runner.channels_last)[0]
+            self.stats = stats_graph(base, runner.bns, runner.bn_batch)
+            self.stats_fn = SafeCompiled(self.stats) if compile_ and self.stats else self.stats
 
 
 class LoopRunner:
@@ -162,6 +169,7 @@ class LoopRunner:
         self.eval_slices = batches(len(x), batch_size)
         self.recompute = policy == "recompute" and bool(self.bns)
         self.bn_slices = batches(len(bn_x), bn_batch_size) if self.recompute else []
+        self.bn_batch = bn_batch_size
         self.layout = _Layout(work, combined_keys(work, policy), self.channels_last)
         self.flat = torch.zeros(self.layout.size, device=device)
         for i, k in enumerate(self.layout.keys):  # the copy's tensors become views of ``flat``
@@ -170,6 +178,11 @@ class LoopRunner:
         use_folds = fold_bn and gm is not None and policy != "batch" and self.bns
         self.folds = find_fold_pairs(gm, x[:2]) if use_folds else []
         self.first = find_first_layer(gm) if gm is not None else None
+        # statistics batches run as one graph, as many per call as fill an evaluation batch
+        self.grouped = (self.recompute and gm is not None
+                        and stats_graph(gm, self.bns, bn_batch_size) is not None)
+        groups = max(1, batch_size // bn_batch_size) if self.grouped else 1
+        self.bn_calls = call_slices(len(bn_x), bn_batch_size, groups) if self.recompute else []
         self._variants: dict[tuple[bool, bool], _Variant] = {}
         self._split = False
         self._cache_key: list[torch.Tensor] | None = None
@@ -234,7 +247,7 @@ class LoopRunner:
 
         with torch.no_grad():
             self._first_eval = outputs(self.x, self.eval_slices)
-            self._first_bn = outputs(self.bn_x, self.bn_slices) if self.recompute else []
+            self._first_bn = outputs(self.bn_x, self.bn_calls) if self.recompute else []
 
     def _combined_first(self, c: torch.Tensor, cached: tuple[torch.Tensor, torch.Size]) -> torch.Tensor:
         stack, shape = cached
@@ -252,6 +265,22 @@ class LoopRunner:
             return fn(x, first_out=self._combined_first(self._c, cache[i]))
         return fn(x)
 
+    def _recompute(self, v: _Variant) -> None:
+        """Re-estimate the BN running statistics at the current point."""
+        if v.stats is None:  # one train-mode forward per statistics batch
+            begin_recompute(self.bns)
+            for i, s in enumerate(self.bn_calls):
+                self._call(v.stat_module, self.bn_x[s], i, self._first_bn)
+            end_recompute(self.bns)
+            return
+        totals = None
+        full = self.bn_calls[0].stop - self.bn_calls[0].start
+        for i, s in enumerate(self.bn_calls):
+            # a call of another shape runs eager: no second compilation for a remainder
+            fn = v.stats_fn if s.stop - s.start == full else v.stats
+            totals = add_stats(totals, self._call(fn, self.bn_x[s], i, self._first_bn))
+        apply_stats(self.bns, totals, len(self.bn_slices))
+
     def logits(self, coefficients: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(batch index, logits[1, B, ...])`` for the single point ``coefficients[0]``."""
         v = self.variant
@@ -260,10 +289,7 @@ class LoopRunner:
             with no_autocast(self.device):  # weights combine in float32 under any precision
                 torch.matmul(c.unsqueeze(0), self.matrix, out=self.flat.view(1, -1))
             if self.recompute:
-                begin_recompute(self.bns)
-                for i, s in enumerate(self.bn_slices):
-                    self._call(v.stat_module, self.bn_x[s], i, self._first_bn)
-                end_recompute(self.bns)
+                self._recompute(v)
             for layer, bn, new in v.folds:
                 fold_into(layer.weight, layer.bias, bn, bn.running_mean, bn.running_var,
                           bn.weight, bn.bias, new.weight, new.bias)

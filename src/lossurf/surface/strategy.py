@@ -54,20 +54,22 @@ class ModelFacts:
     has_conv: bool
     activations: int
     parameters: int
+    largest: int = 0  # the largest single layer output, values per example (0: unknown)
 
 
 def model_facts(model: nn.Module, example: torch.Tensor) -> ModelFacts:
     """Facts of ``model`` from one forward of one example (on a copy's hooks; eval mode).
 
     ``activations`` sums the output sizes of the leaf modules with parameters (weight layers
-    and normalisations), per example.
+    and normalisations), per example; ``largest`` is the largest of them.
     """
-    total = 0
+    total = largest = 0
 
     def hook(module: nn.Module, args: tuple, out: object) -> None:
-        nonlocal total
+        nonlocal total, largest
         if isinstance(out, torch.Tensor):
             total += out.numel()
+            largest = max(largest, out.numel())
 
     leaves = [m for m in model.modules()
               if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
@@ -78,13 +80,13 @@ def model_facts(model: nn.Module, example: torch.Tensor) -> ModelFacts:
         with torch.no_grad():
             model(example[:1])
     except Exception:  # a model that needs more than one example: no facts, loop by default
-        total = LOOP_ACTIVATIONS
+        total, largest = LOOP_ACTIVATIONS, 0
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return ModelFacts(has_conv, total, sum(p.numel() for p in model.parameters()))
+    return ModelFacts(has_conv, total, sum(p.numel() for p in model.parameters()), largest)
 
 
 def rule_choice(facts: ModelFacts | None, device: torch.device | str,
