@@ -35,9 +35,9 @@ import zarr
 from safetensors.torch import load_file
 
 #: Keys and CSV columns that legitimately differ between two runs of the same command: wall
-#: times, and the hash of a metrics.csv (its wall_time column); that hash is checked against
-#: the file instead (:func:`_self_consistent`).
-VOLATILE = {"wall_time", "metrics_sha256"}
+#: times (training, evaluation, checkpoints), and the hash of a metrics.csv (its timing columns);
+#: that hash is checked against the file instead (:func:`_self_consistent`).
+VOLATILE = {"wall_time", "eval_time", "checkpoint_time", "metrics_sha256"}
 #: Files whose content depends on timing (report pages): only their presence is compared.
 PRESENCE_ONLY = {".html", ".png", ".pdf", ".svg"}
 #: Records of the processes, not results: the demo's log of the commands it ran and their

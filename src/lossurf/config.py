@@ -195,6 +195,13 @@ class TrainingSettings(_Frozen):
     ``threads`` sets torch's CPU threads; ``None`` follows the usable cores less the share other
     processes keep busy (or ``LOSSURF_THREADS``; see :mod:`lossurf.threads`). A run keeps the
     count it started with when it is resumed, so its result does not depend on the load.
+
+    ``precision`` (see :mod:`lossurf.precision`) holds for the training steps and each epoch's
+    evaluation: ``fp32`` (strict, TF32 off), ``tf32`` (the default) or ``bf16`` (autocast of
+    the forward passes; the loss is taken in float32). ``tf32`` is the default because on a GPU
+    it is what plain PyTorch does for convolutions (cuDNN's TF32 is on by default) and runs
+    several times the strict float32 rate on Hopper, while on the CPU it is exactly ``fp32``,
+    so CPU results do not change. It is recorded in ``run.json`` and in ``metrics.csv``.
     """
 
     epochs: int = Field(ge=1, le=MAX_EPOCHS)
@@ -203,6 +210,7 @@ class TrainingSettings(_Frozen):
     checkpoint_every: int = Field(default=1, ge=1, le=MAX_EPOCHS)
     device: str = "cpu"
     threads: int | None = Field(default=None, ge=1, le=1024)
+    precision: str = "tf32"
 
     @field_validator("device", mode="before")
     @classmethod
@@ -211,6 +219,16 @@ class TrainingSettings(_Frozen):
         # (lossurf.devices.check_device), since a config may be written for another machine.
         try:
             return device_name(value)
+        except LossurfError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: Any) -> str:
+        from lossurf.precision import check_precision
+
+        try:
+            return check_precision(value)
         except LossurfError as error:
             raise ValueError(str(error)) from None
 

@@ -35,11 +35,13 @@ from lossurf import __version__, data as data_module, models
 from lossurf.backends import Backend
 from lossurf.config import ExperimentConfig, RunSpec
 from lossurf.data.base import Dataset, seeded_subset
+from lossurf.data.placement import place
 from lossurf.devices import check_device
 from lossurf.errors import LossurfError
 from lossurf.locks import exclusive_lock
 from lossurf.threads import threads_for, torch_threads
 from lossurf.objective import perplexity
+from lossurf.precision import precision_context
 from lossurf.runs import (
     ExperimentLayout,
     MetricsLog,
@@ -115,7 +117,7 @@ def prepare_experiment(
     text = _config_text(resolved)
     if layout.config.is_file():
         existing = read_bytes(layout.config, "pass another --out")
-        if existing != text.encode():
+        if existing != text.encode() and not _same_experiment(existing, resolved):
             _refuse_other(layout, existing)
     else:
         model = models.build(resolved.model)  # an unknown model or option fails before anything is written
@@ -136,6 +138,18 @@ def prepare_experiment(
     for seed in resolved.seeds:
         _ensure_init(layout, resolved, seed)
     return resolved, layout, dataset
+
+
+def _same_experiment(existing: bytes, config: ExperimentConfig) -> bool:
+    """Whether the directory's experiment.yaml, parsed with the defaults of fields it lacks,
+    is ``config``: a directory written before a field with a default existed (``precision``)
+    is still this experiment, and resumes; its file is left as it is."""
+    from lossurf.config import parse_config
+
+    try:
+        return parse_config(yaml.safe_load(existing.decode("utf-8"))) == config
+    except (UnicodeDecodeError, yaml.YAMLError, LossurfError):
+        return False  # _refuse_other says what is wrong with it
 
 
 def _refuse_other(layout: ExperimentLayout, existing: bytes) -> None:
@@ -312,13 +326,14 @@ class _Progress:
 def _metrics_row(
     epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, active: str,
     progress: _Progress, batch_loss: float, *, dataset: Dataset, train_eval: tuple,
-    init_state: dict, order_digest: str, device: torch.device,
+    test: tuple, init_state: dict, order_digest: str, device: torch.device, precision: str,
 ) -> dict[str, Any]:
-    """One ``metrics.csv`` row: losses and accuracies on the train subset and the test set."""
-    train_loss, train_acc = evaluate_split(model, *train_eval, batch_size=_EVAL_BATCH, device=device)
-    test_loss, test_acc = evaluate_split(
-        model, dataset.test_x, dataset.test_y, batch_size=_EVAL_BATCH, device=device
-    )
+    """One ``metrics.csv`` row: losses and accuracies on the train subset and the test set
+    (the timing columns other than ``wall_time`` are filled in by the caller)."""
+    train_loss, train_acc = evaluate_split(model, *train_eval, batch_size=_EVAL_BATCH,
+                                           device=device, precision=precision)
+    test_loss, test_acc = evaluate_split(model, *test, batch_size=_EVAL_BATCH, device=device,
+                                         precision=precision)
     row = {
         "epoch": epoch,
         "optimizer": active,
@@ -332,6 +347,7 @@ def _metrics_row(
         "gradient_evaluations": progress.evaluations,
         "wall_time": round(progress.wall_time, 4),
         "order_hash": order_digest,
+        "precision": precision,
     }
     if dataset.task == "language_model":
         row["train_perplexity"] = perplexity(train_loss)
@@ -401,12 +417,16 @@ def train_run(
         if status["status"] in ("finished", "diverged"):
             redone = find_damage(layout, name, status)
             if redone is None:
+                # A kill between the final status and the removal of the resume state
+                # leaves one behind: it describes nothing now.
+                resume_path.unlink(missing_ok=True)
                 return status
             _log.warning("run %s was %s, but %s; training it again from its initialization",
                          name, status["status"], redone)
             resume_path.unlink(missing_ok=True)
     device = torch.device(config.device)
-    info = {"name": name, "seed": seed, "spec": run.model_dump(mode="json")}
+    info = {"name": name, "seed": seed, "spec": run.model_dump(mode="json"),
+            "precision": config.precision}
     if run.switch is not None:  # the last epoch of the first method (metrics: optimizer changes after)
         info["switch_epoch"] = switch_epoch(run.switch.at, config.epochs)
     write_json(layout.run_info(name), info)
@@ -419,8 +439,11 @@ def train_run(
     model.to(device)
     orders = _read_orders(layout, seed)
     n_train = len(dataset.train_x)
+    placed = place(dataset, device)  # on the device when it fits, once per process
     eval_index = seeded_subset(n_train, config.eval_subset, derive_seed("eval-subset", seed) % (2**31))
-    train_eval = (dataset.train_x[eval_index], dataset.train_y[eval_index])
+    eval_index = eval_index.to(placed.train_x.device)
+    train_eval = (placed.train_x[eval_index], placed.train_y[eval_index])
+    test = (placed.test_x, placed.test_y)
     columns = _columns(dataset.task)
 
     progress = _Progress(phase=phase_at(run, 1, config.epochs))
@@ -463,15 +486,20 @@ def train_run(
                              "checkpoints": progress.checkpoints})
 
     def row_for(epoch: int, batch_loss: float, digest: str) -> dict[str, Any]:
+        """The epoch's metrics row, its evaluation timed (``eval_time``)."""
+        began = time.perf_counter()
         active = run.optimizer if progress.phase == 0 else run.switch.to  # type: ignore[union-attr]
         # Epoch 0 of a batch-norm net: its running statistics are still the defaults, which
         # say nothing about the data; evaluate a copy with statistics of the training subset.
-        evaluated = model if epoch > 0 else with_data_statistics(
-            model, train_eval[0], batch_size=_EVAL_BATCH, device=device)
-        return _metrics_row(
+        with precision_context(config.precision, device):
+            evaluated = model if epoch > 0 else with_data_statistics(
+                model, train_eval[0], batch_size=_EVAL_BATCH, device=device)
+        row = _metrics_row(
             epoch, evaluated, optimizer, active, progress, batch_loss, dataset=dataset,
-            train_eval=train_eval, init_state=init_state, order_digest=digest, device=device,
+            train_eval=train_eval, test=test, init_state=init_state, order_digest=digest,
+            device=device, precision=config.precision,
         )
+        return {**row, "eval_time": round(_elapsed(began, device), 4), "checkpoint_time": 0.0}
 
     if progress.epoch == 0:
         metrics.append(row_for(0, math.nan, ""))
@@ -492,8 +520,9 @@ def train_run(
             stats = train_epoch(
                 model, optimizer, dataset, order, config.batch_size,
                 augment_seed=derive_seed("augment", seed, epoch), device=device,
+                placed=placed, precision=config.precision,
             )
-        progress.wall_time += time.perf_counter() - began
+        progress.wall_time += _elapsed(began, device)
         progress.evaluations += stats.gradient_evaluations
         if stats.diverged:
             metrics.append({**row_for(epoch, stats.mean_batch_loss, digest),
@@ -508,13 +537,19 @@ def train_run(
                 report(name, epoch, config.epochs, {"diverged": True})
             return status
         row = row_for(epoch, stats.mean_batch_loss, digest)
+        began = time.perf_counter()
         if epoch % config.checkpoint_every == 0:
             path = layout.checkpoint(name, epoch)
             progress.checkpoints[path.name] = save_weights(path, model.state_dict())
-        metrics.append(row)
+        # The resume state holds the rows, this one with the checkpoint's time so far; the
+        # row in metrics.csv (and in the next resume state) adds the resume state's own write.
         progress.epoch = epoch
-        progress.rows = metrics.rows
+        so_far = {**row, "checkpoint_time": round(_elapsed(began, device), 4)}
+        progress.rows = [*metrics.rows, {c: so_far.get(c, "") for c in metrics.columns}]
         progress.save(resume_path, model, optimizer)
+        row["checkpoint_time"] = round(_elapsed(began, device), 4)
+        metrics.append(row)
+        progress.rows = metrics.rows
         # The checkpoint hashes, for readers of a run still in progress.
         write_json(status_path, {"status": "running", "epochs_done": epoch,
                                  "checkpoints": progress.checkpoints})
@@ -529,6 +564,14 @@ def train_run(
     write_json(status_path, status)
     resume_path.unlink(missing_ok=True)
     return status
+
+
+def _elapsed(began: float, device: torch.device) -> float:
+    """Seconds since ``began`` (``time.perf_counter()``), after the device's queued work is
+    done, so a timer reads the work of its own column."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - began
 
 
 def train_experiment(

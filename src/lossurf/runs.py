@@ -294,15 +294,22 @@ class ExperimentLayout:
 
 
 _INT_COLUMNS = ("epoch", "gradient_evaluations")
-_TEXT_COLUMNS = ("optimizer", "order_hash")
+_TEXT_COLUMNS = ("optimizer", "order_hash", "precision")
+#: Columns added after the first release: ``eval_time`` and ``checkpoint_time`` (seconds of
+#: the epoch spent evaluating its row and writing its checkpoint and resume state, beside the
+#: cumulative training-step ``wall_time``) and the training ``precision``. Files written
+#: before them lack them and still load.
+_LATER_COLUMNS = ("eval_time", "checkpoint_time", "precision")
 
 
-def metrics_columns(language_model: bool = False) -> list[str]:
-    """The columns of ``metrics.csv``, in order (language models add perplexities)."""
+def metrics_columns(language_model: bool = False, *, legacy: bool = False) -> list[str]:
+    """The columns of ``metrics.csv``, in order (language models add perplexities);
+    ``legacy``: those of files written before the timing and precision columns."""
     columns = ["epoch", "optimizer", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
     if language_model:
         columns += ["train_perplexity", "test_perplexity"]
-    return columns + ["batch_loss", "distance_from_init", "gradient_evaluations", "wall_time", "order_hash"]
+    columns += ["batch_loss", "distance_from_init", "gradient_evaluations", "wall_time", "order_hash"]
+    return columns if legacy else columns + list(_LATER_COLUMNS)
 
 
 def _typed(column: str, text: str) -> Any:
@@ -345,7 +352,7 @@ class MetricsLog:
             raise LossurfError(f"{path} is corrupted (not UTF-8 text); {fix}") from None
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
-        known = (metrics_columns(False), metrics_columns(True))
+        known = [metrics_columns(lm, legacy=old) for lm in (False, True) for old in (False, True)]
         if header not in known:
             raise LossurfError(f"{path} is corrupted (its header is not that of a metrics file); {fix}")
         rows = []

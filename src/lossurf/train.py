@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -19,7 +20,9 @@ from torch import nn
 
 from lossurf import objective
 from lossurf.config import RunSpec
-from lossurf.data.base import Dataset
+from lossurf.data.base import Dataset, EpochAugment
+from lossurf.data.placement import PlacedData, gather_batch, normalize_device, place
+from lossurf.precision import check_precision, precision_context
 
 __all__ = [
     "derive_seed",
@@ -30,6 +33,8 @@ __all__ = [
     "with_data_statistics",
     "build_optimizer",
     "EpochStats",
+    "batch_sizes",
+    "epoch_batches",
     "train_epoch",
     "evaluate_split",
     "distance",
@@ -93,18 +98,67 @@ def build_optimizer(run: RunSpec, phase: int, params: list[nn.Parameter]) -> tor
 
 @dataclass
 class EpochStats:
-    """What one epoch of training produced."""
+    """What one epoch of training produced.
+
+    ``diverged``: a step's loss was not finite; ``mean_batch_loss`` is then that loss and
+    ``gradient_evaluations`` counts the evaluations up to and including that step (the rest of
+    the epoch ran, on non-finite weights, because losses are read once per epoch).
+    """
 
     mean_batch_loss: float
     gradient_evaluations: int
     diverged: bool
 
 
-def _batches(
-    order: torch.Tensor, batch_size: int
-) -> Iterator[torch.Tensor]:
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+def batch_sizes(n: int, batch_size: int) -> list[int]:
+    """The sizes of an epoch's minibatches over ``n`` examples (the last may be smaller)."""
+    return [min(batch_size, n - start) for start in range(0, n, batch_size)]
+
+
+def epoch_batches(
+    data: Dataset,
+    order: torch.Tensor,
+    batch_size: int,
+    *,
+    augment_seed: int,
+    device: torch.device | str,
+    placed: PlacedData | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The epoch's minibatches ``(x, y)`` on ``device``, in ``order``.
+
+    They depend only on ``order`` and ``augment_seed`` (the seed and the epoch): an
+    :class:`~lossurf.data.base.EpochAugment` draws the whole epoch's parameters at once from
+    a CPU generator seeded with ``augment_seed`` and applies them per batch on the device; a
+    plain ``augment(x, generator)`` callable gets each host batch and the same generator. The
+    order and the augmentation parameters go to the device once per epoch; with
+    ``placed.train_resident`` the minibatches are gathered there, else on the host (into
+    pinned memory) and copied per batch. ``placed`` defaults to :func:`place`'s (cached).
+    """
+    device = normalize_device(device)
+    placed = placed if placed is not None else place(data, device)
+    augment = data.augment
+    generator = torch.Generator().manual_seed(augment_seed)
+    sizes = batch_sizes(len(order), batch_size)
+    params = None
+    if isinstance(augment, EpochAugment):
+        params = augment.draw(sizes, generator).to(device, non_blocking=True)
+    train_x, train_y = placed.train_x, placed.train_y
+    resident = placed.train_resident
+    index_all = order.to(train_x.device, non_blocking=True)
+    start = 0
+    for size in sizes:
+        index = index_all[start : start + size]
+        if augment is not None and params is None:  # a user's callable: host batch, as always
+            x = augment(train_x[index], generator).to(device, non_blocking=True)
+            y = train_y[index].to(device, non_blocking=True)
+        elif resident:
+            x, y = train_x[index], train_y[index]
+        else:
+            x, y = gather_batch(train_x, index, device), gather_batch(train_y, index, device)
+        if params is not None:
+            x = augment.apply(x, params[start : start + size])
+        start += size
+        yield x, y
 
 
 def train_epoch(
@@ -117,55 +171,67 @@ def train_epoch(
     augment_seed: int,
     device: torch.device,
     on_batch: Callable[[float], None] | None = None,
+    placed: PlacedData | None = None,
+    precision: str = "tf32",
 ) -> EpochStats:
-    """Train one epoch over ``order``; stop early and report divergence on a non-finite loss.
+    """Train one epoch over ``order`` (minibatches from :func:`epoch_batches`).
+
+    Nothing in a step waits for the device: the batch losses stay there and are read once at
+    the end of the epoch, where a non-finite one marks the epoch diverged (see
+    :class:`EpochStats`); ``on_batch`` is then called with each step's loss, in order.
+    ``precision`` (:mod:`lossurf.precision`) holds for the forward and backward passes:
+    ``bf16`` autocasts the forward, the loss is taken in float32.
 
     Optimizers that evaluate several gradients per step (Runge-Kutta) call the closure once per
     stage. With ``minibatch == "next"`` each stage consumes its own minibatch, so an epoch costs
     as many gradient evaluations as the base method.
     """
+    check_precision(precision)
+    device = normalize_device(device)
     model.train()
-    generator = torch.Generator().manual_seed(augment_seed)
     next_batch_per_stage = getattr(optimizer, "minibatch", "same") == "next"
-    train_x, train_y = data.train_x, data.train_y
-    batches = _batches(order, batch_size)
+    batches = epoch_batches(data, order, batch_size, augment_seed=augment_seed, device=device,
+                            placed=placed)
+    cast = precision == "bf16"
     evaluations = 0
+    losses: list[torch.Tensor] = []
+    evaluations_after: list[int] = []
+
+    # TF32 flags for the whole epoch (backward included); bf16 casts only the forward.
+    with precision_context("tf32" if precision == "tf32" else "fp32", device):
+        for current in batches:
+            stage = 0
+
+            def closure() -> torch.Tensor:
+                nonlocal stage, current, evaluations
+                if stage > 0 and next_batch_per_stage:
+                    following = next(batches, None)
+                    if following is not None:
+                        current = following
+                stage += 1
+                evaluations += 1
+                optimizer.zero_grad(set_to_none=True)
+                x, y = current
+                with torch.autocast(device.type, dtype=torch.bfloat16) if cast else nullcontext():
+                    outputs = model(x)
+                loss = objective.mean_loss(outputs.float(), y)
+                loss.backward()
+                return loss
+
+            losses.append(optimizer.step(closure).detach())
+            evaluations_after.append(evaluations)
+    if not losses:
+        return EpochStats(0.0, evaluations, diverged=False)
+    # The one read of the epoch (a host synchronisation on a GPU).
+    values = torch.stack(losses).double().cpu().tolist()
     loss_total = 0.0
-    steps = 0
-
-    def fetch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = train_x[index]
-        if data.augment is not None:
-            x = data.augment(x, generator)
-        return x.to(device, non_blocking=True), train_y[index].to(device, non_blocking=True)
-
-    for index in batches:
-        stage = 0
-        current = fetch(index)
-
-        def closure() -> torch.Tensor:
-            nonlocal stage, current, evaluations
-            if stage > 0 and next_batch_per_stage:
-                following = next(batches, None)
-                if following is not None:
-                    current = fetch(following)
-            stage += 1
-            evaluations += 1
-            optimizer.zero_grad(set_to_none=True)
-            x, y = current
-            loss = objective.mean_loss(model(x), y)
-            loss.backward()
-            return loss
-
-        loss = optimizer.step(closure)
-        value = float(loss.detach())
-        steps += 1
+    for step, value in enumerate(values):
         if not math.isfinite(value):
-            return EpochStats(value, evaluations, diverged=True)
-        loss_total += value
+            return EpochStats(value, evaluations_after[step], diverged=True)
+        loss_total += value  # summed in order in float64, as the per-step reads were
         if on_batch is not None:
             on_batch(value)
-    return EpochStats(loss_total / max(steps, 1), evaluations, diverged=False)
+    return EpochStats(loss_total / len(values), evaluations, diverged=False)
 
 
 @torch.no_grad()
@@ -176,20 +242,23 @@ def evaluate_split(
     *,
     batch_size: int,
     device: torch.device,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` (in eval mode) over ``(x, y)``."""
+    """Mean loss and accuracy of ``model`` (in eval mode) over ``(x, y)`` at ``precision``
+    (the loss reduction stays in float32/float64)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size].to(device)
-        yb = y[start : start + batch_size].to(device)
-        batch_loss, batch_correct, n = objective.loss_and_correct(model(xb), yb)
-        loss_sum += batch_loss.double()
-        correct += batch_correct
-        count += n
+    with precision_context(precision, device):
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].to(device)
+            yb = y[start : start + batch_size].to(device)
+            batch_loss, batch_correct, n = objective.loss_and_correct(model(xb).float(), yb)
+            loss_sum += batch_loss.double()
+            correct += batch_correct
+            count += n
     model.train(was_training)
     return float(loss_sum) / max(count, 1), float(correct) / max(count, 1)
 

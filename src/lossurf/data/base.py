@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
-__all__ = ["Dataset", "Augment", "seeded_subset"]
+__all__ = ["Dataset", "Augment", "EpochAugment", "seeded_subset"]
 
 #: ``augment(x, generator) -> x``: a random, per-batch transform of training inputs. It must
 #: draw all its randomness from ``generator`` so every run of a seed sees identical batches.
+#: The training loop hands it the batch on the host (and moves the result to the device).
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@runtime_checkable
+class EpochAugment(Protocol):
+    """An augmentation whose random parameters are drawn for a whole epoch at once.
+
+    The training loop calls :meth:`draw` once per epoch on the host generator, sends the
+    parameters to the training device in one copy, and calls :meth:`apply` on every batch
+    there, so a batch depends only on the seed and the epoch (never on the device or on where a
+    run was resumed) and no host-to-device copy of random numbers happens per step. Calling
+    the object as an :data:`Augment` (``augment(x, generator)``) gives the same batch as
+    ``apply(x, draw([len(x)], generator))``.
+    """
+
+    def draw(self, sizes: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        """Parameters for batches of ``sizes`` examples, in order: ``[sum(sizes), k]``."""
+        ...
+
+    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The augmented batch ``x`` (on any device) for its rows of :meth:`draw`'s result."""
+        ...
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        ...
 
 
 @dataclass(frozen=True)

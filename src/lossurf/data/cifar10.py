@@ -12,11 +12,11 @@ standard deviation of all 50000 training images, computed exactly from pixel his
 
 from __future__ import annotations
 
-import functools
 import io
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from lossurf.config import DataSpec
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.errors import LossurfError
 
-__all__ = ["OPTIONS", "augmentation", "load_cifar10", "random_crop_flip", "read_cifar_dir", "RestrictedUnpickler"]
+__all__ = ["OPTIONS", "CropFlip", "augmentation", "load_cifar10", "random_crop_flip", "read_cifar_dir", "RestrictedUnpickler"]
 
 #: Keys of ``spec.options`` this loader understands.
 OPTIONS: frozenset[str] = frozenset()
@@ -184,8 +184,8 @@ def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(means), np.array(stds)
 
 
-def augmentation(spec: DataSpec) -> Any:
-    """The ``augment(x, generator)`` that ``spec.augment`` asks for, or None.
+def augmentation(spec: DataSpec) -> "CropFlip | None":
+    """The augmentation that ``spec.augment`` asks for, or None.
 
     ``{flip: true, crop: false}`` is cifar.torch's training script (random horizontal flips
     only); ``crop: true`` adds random crops; a bare ``true`` means crop and flip (its meaning
@@ -195,23 +195,75 @@ def augmentation(spec: DataSpec) -> Any:
     if not aug:
         return None
     crop, flip = (True, True) if aug is True else (aug.crop, aug.flip)
-    if crop and flip:
-        return random_crop_flip
-    return functools.partial(random_crop_flip, crop=crop, flip=flip)
+    return CropFlip(crop=crop, flip=flip)
+
+
+@dataclass(frozen=True)
+class CropFlip:
+    """Random crop from the zero-padded image plus random horizontal flip, per example
+    (an :class:`~lossurf.data.base.EpochAugment`).
+
+    Each example is padded with ``padding`` zeros on every side (zero in normalized units,
+    i.e. the training mean colour), cropped back to its size at an offset drawn uniformly from
+    ``0..2*padding`` in each axis, and mirrored left-right with probability 1/2. ``crop=False``
+    keeps every image in place, ``flip=False`` never mirrors; the same random numbers are drawn
+    either way, so switching one off leaves the other's draws unchanged.
+
+    :meth:`draw` takes the numbers batch by batch from the generator in the order the per-batch
+    form always drew them (row offsets, column offsets, flips), so an epoch drawn at once gives
+    the batches that runs trained before it existed got, and their directories resume unchanged.
+    """
+
+    padding: int = 4
+    crop: bool = True
+    flip: bool = True
+
+    def draw(self, sizes: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+        """``[sum(sizes), 3]`` int16 rows ``(row offset, column offset, mirror)`` for batches of
+        ``sizes`` examples, drawn on the generator's device."""
+        span, device = 2 * self.padding + 1, generator.device
+        parts = []
+        for b in sizes:
+            oy = torch.randint(0, span, (b,), generator=generator, device=device)
+            ox = torch.randint(0, span, (b,), generator=generator, device=device)
+            mirror = torch.rand(b, generator=generator, device=device) < 0.5
+            parts.append(torch.stack([oy, ox, mirror.long()], dim=1))
+        params = torch.cat(parts) if parts else torch.zeros((0, 3), dtype=torch.int64)
+        if not self.crop:
+            params[:, :2] = self.padding
+        if not self.flip:
+            params[:, 2] = 0
+        return params.to(torch.int16)
+
+    def apply(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """The augmented ``[B, C, H, W]`` batch (a new tensor) for ``params`` rows of
+        :meth:`draw`, on ``x``'s device (``params`` must be there too)."""
+        mirror = params[:, 2].bool()
+        if not self.crop:  # flips alone: no padding or gather (same values, fewer kernels)
+            return torch.where(mirror[:, None, None, None], x.flip(-1), x)
+        b, _, h, w = x.shape
+        oy, ox = params[:, 0].long(), params[:, 1].long()
+        p = self.padding
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H]
+        cols = torch.arange(w, device=x.device).expand(b, w)
+        cols = torch.where(mirror[:, None], w - 1 - cols, cols) + ox[:, None]  # [B, W]
+        batch = torch.arange(b, device=x.device)[:, None, None]
+        # Advanced indices around a slice put their dims first: result is [B, H, W, C].
+        out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+        return out.permute(0, 3, 1, 2).contiguous()
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One batch, its numbers drawn from ``generator`` (the per-batch ``augment`` form)."""
+        return self.apply(x, self.draw([len(x)], generator).to(x.device))
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4, *,
                      crop: bool = True, flip: bool = True) -> torch.Tensor:
-    """Random crop from the zero-padded image plus random horizontal flip, per example.
+    """Random crop and flip of one ``[B, C, H, W]`` batch (see :class:`CropFlip`).
 
-    ``crop=False`` keeps every image in place, ``flip=False`` never mirrors; the same random
-    numbers are drawn either way, so switching one off leaves the other's draws unchanged.
-
-    Each example is padded with ``padding`` zeros on every side (zero in normalized units,
-    i.e. the training mean colour), cropped back to its size at an offset drawn uniformly from
-    ``0..2*padding`` in each axis, and mirrored left-right with probability 1/2. Vectorized with
-    one gather; every random number comes from ``generator`` (drawn on its device), so a seed
-    gives the same batch on every run and device.
+    Every random number comes from ``generator`` (drawn on its device), so a seed gives the
+    same batch on every run and device.
 
     Args:
         x: ``[B, C, H, W]`` batch.
@@ -221,25 +273,7 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int =
     Returns:
         The augmented ``[B, C, H, W]`` batch (a new tensor).
     """
-    b, _, h, w = x.shape
-    gen_device = generator.device
-    oy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gen_device)
-    ox = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=gen_device)
-    mirror = torch.rand(b, generator=generator, device=gen_device) < 0.5
-    if not crop:
-        oy, ox = torch.full_like(oy, padding), torch.full_like(ox, padding)
-    if not flip:
-        mirror = torch.zeros_like(mirror)
-    oy, ox, mirror = oy.to(x.device), ox.to(x.device), mirror.to(x.device)
-
-    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H]
-    cols = torch.arange(w, device=x.device).expand(b, w)
-    cols = torch.where(mirror[:, None], w - 1 - cols, cols) + ox[:, None]  # [B, W]
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    # Advanced indices around a slice put their dims first: result is [B, H, W, C].
-    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    return CropFlip(padding, crop, flip)(x, generator)
 
 
 def load_cifar10(spec: DataSpec) -> Dataset:
