@@ -13,8 +13,8 @@ A point is the loss over the whole evaluation set. Each timing is one whole call
 evaluator: preparation and any compilation included). Rounds interleave the three calls per
 workload; the table reports medians over rounds, and ratios of medians. ``recompute`` is also
 compared with ``interpolate`` plus the statistics passes alone (timed on the evaluator's own
-statistics graph). The machine's load average is printed before and after: on a shared machine
-only ratios measured within one run mean anything.
+statistics graph, compiled as the API compiled it). The machine's load average is printed
+before and after: on a shared machine only ratios measured within one run mean anything.
 
     python benchmarks/surface.py [--rounds 3] [--only W1,W3] [--quick]
 """
@@ -34,7 +34,6 @@ import lossurf.surface as surface
 from lossurf.config import DataSpec, ModelSpec
 from lossurf.data import load
 from lossurf.models import build
-from lossurf.surface.batchnorm import begin_recompute, end_recompute
 from lossurf.surface.evaluate import EvalData, Evaluator
 from lossurf.threads import torch_threads
 
@@ -79,26 +78,24 @@ def loss_landscapes_plane(spec: ModelSpec, anchors, x, y, steps: int) -> None:
                                          deepcopy_model=True)
 
 
-def stats_seconds(model, data: EvalData, anchors, threads: int) -> float:
-    """Seconds per point of the BN statistics passes alone, on the evaluator's own graph, at
-    the thread count the API chose."""
-    ev = Evaluator(model, data, bn="recompute", compile=False)
+def stats_seconds(model, data: EvalData, anchors, attrs: dict) -> float:
+    """Seconds per point of the BN statistics passes alone, as the API ran them (its batch
+    size, compilation and thread count; a warm-up call absorbs compilation)."""
+    ev = Evaluator(model, data, bn="recompute", compile=bool(attrs["compile"]),
+                   batch_size=int(attrs["batch_size"]))
     runner = ev._runner("loop")
     if not runner.recompute:
         return 0.0
-    runner.prepare(anchors, False, False)
-    stat = runner._variants[(False, False)].stat_module
+    runner.prepare(anchors, False, bool(attrs["compile"]))
     c = torch.tensor([[0.4, 0.3, 0.3]])
-    with torch.no_grad(), torch_threads(threads):
+    with torch.no_grad(), torch_threads(max(1, int(attrs["threads"]))):
         torch.matmul(c, runner.matrix, out=runner.flat.view(1, -1))
+        runner._recompute(runner.variant)  # warm-up
         best = float("inf")
         for _ in range(3):
-            begin_recompute(runner.bns)
             t = time.perf_counter()
-            for s in runner.bn_slices:
-                stat(runner.bn_x[s])
+            runner._recompute(runner.variant)
             best = min(best, time.perf_counter() - t)
-            end_recompute(runner.bns)
     return best
 
 
@@ -137,7 +134,7 @@ def main() -> None:
                 f"{label} {points / t[-1]:.3g} pts/s" for label, t in times.items()), flush=True)
         med = {label: statistics.median(t) for label, t in times.items()}
         a = attrs["recompute"]
-        stats = stats_seconds(model, data, anchors, max(1, a["threads"])) * points
+        stats = stats_seconds(model, data, anchors, a) * points
         rows.append((key, name, points, points / med["peer"], points / med["recompute"],
                      med["peer"] / med["recompute"], points / med["interpolate"],
                      med["peer"] / med["interpolate"],

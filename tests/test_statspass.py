@@ -151,3 +151,26 @@ def test_the_compiled_statistics_graph_matches_the_naive_loop():
                               "recompute", data.bn_x, bn_batch=16)
         np.testing.assert_allclose(got["loss"][i], F.cross_entropy(logits, data.y).item(),
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_bn", [50, 64])
+def test_vmap_recompute_batches_its_statistics_and_equals_the_loop(monkeypatch, n_bn):
+    torch.manual_seed(0)
+    model = TinyBNCNN()
+    anchors = perturbed_states(model, 3)
+    data = _data(model, n_bn)
+    coeffs = torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0], [-0.5, 1.5, 0.0], [0.1, 0.1, 0.8]])
+    kwargs = dict(batch_size=32, bn_batch_size=16, compile=False)
+    ev = Evaluator(model, data, strategy="vmap", points_per_pass=4, **kwargs)
+    got = ev.evaluate(anchors, coeffs)
+    runner = ev._runners["vmap"]
+    assert runner.stats_module is not None and runner.recorder is None
+    assert len(runner.bn_calls) < len(runner.bn_slices)  # several statistics batches per call
+    loop = Evaluator(model, data, strategy="loop", **kwargs).evaluate(anchors, coeffs)
+    np.testing.assert_allclose(got["loss"], loop["loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["accuracy"], loop["accuracy"], atol=1e-12)
+    monkeypatch.setattr(runners, "stats_graph", lambda *a, **k: None)
+    hooks = Evaluator(model, data, strategy="vmap", points_per_pass=4, **kwargs)
+    ref = hooks.evaluate(anchors, coeffs)
+    assert hooks._runners["vmap"].recorder is not None
+    np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-5, atol=1e-6)

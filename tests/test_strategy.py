@@ -15,9 +15,11 @@ import lossurf.surface as surface
 import lossurf.surface.evaluate as evaluate
 from lossurf.surface.evaluate import EvalData, Evaluator
 from lossurf.surface.strategy import (
+    DEFAULT_K,
     LOOP_ACTIVATIONS,
     Choice,
     candidates,
+    memory_k,
     model_facts,
     rule_choice,
     timed_choice,
@@ -50,6 +52,7 @@ def test_model_facts_count_activations_per_example():
     model, x = _w3_like()
     facts = model_facts(model, x)
     assert facts.activations == 512 + 256 + 10 and not facts.has_conv
+    assert facts.largest == 512  # the widest layer's output: what sets the CPU batch size
     assert facts.parameters == sum(p.numel() for p in model.parameters())
     model, x = _w2_like()
     facts = model_facts(model, x)
@@ -138,7 +141,7 @@ def test_the_time_strategy_keeps_the_fastest_and_records_it_in_attrs(monkeypatch
     ds = surface.line(model, anchors[0], anchors[1], data, steps=5, strategy="time",
                       progress=False, compile=False)
     assert ds.attrs["strategy"] == fast and ds.attrs["strategy_reason"].startswith("timed:")
-    assert ds.attrs["strategy_k"] == (1 if fast == "loop" else 16)
+    assert ds.attrs["strategy_k"] == (1 if fast == "loop" else 2 * DEFAULT_K)
     monkeypatch.undo()
     direct = surface.line(model, anchors[0], anchors[1], data, steps=5, strategy=fast,
                           progress=False, compile=False)
@@ -189,3 +192,25 @@ def test_the_plan_survives_pickling_without_planning_again(monkeypatch):
     assert shipped.choice == ev.choice and shipped._runners == {}
     monkeypatch.setattr(Evaluator, "_want_compile", lambda *a: pytest.fail("planned again"))
     np.testing.assert_array_equal(shipped.evaluate(anchors, np.eye(3))["loss"], first["loss"])
+
+
+def test_cuda_defaults_follow_the_measured_gpu_table():
+    """Issue 10's H100/H200 table: K=32 beat K=8 on W1 and W3, the loop won on W2. The rule
+    takes K=32, the timer tries the loop and K = 16, 32, 64."""
+    cuda = torch.device("cuda")
+    assert DEFAULT_K == 32
+    w3 = rule_choice(model_facts(*_w3_like()), cuda)
+    assert (w3.strategy, w3.k) == ("vmap", 32)
+    assert rule_choice(model_facts(*_w2_like()), cuda).strategy == "loop"
+    assert [(c.strategy, c.k) for c in candidates()] == [
+        ("loop", 1), ("vmap", 16), ("vmap", 32), ("vmap", 64)]
+    assert [c.k for c in candidates(32, largest_k=32)] == [1, 16, 32]
+
+
+def test_k_is_bounded_by_the_free_memory():
+    facts = model_facts(*_w3_like())  # 778 activation values per example
+    per_point = 778 * 1024 * 4
+    assert memory_k(facts, 1024, None) == 32 and memory_k(None, 1024, 10**6) == 32
+    assert memory_k(facts, 1024, 4 * 32 * per_point) == 32  # a quarter of free memory holds 32
+    assert memory_k(facts, 1024, 4 * 20 * per_point) == 16
+    assert memory_k(facts, 1024, 4 * per_point) == 1

@@ -64,6 +64,7 @@ from lossurf.surface.strategy import (
     DEFAULT_K,
     Choice,
     candidates,
+    memory_k,
     model_facts,
     rule_choice,
     timed_choice,
@@ -86,8 +87,9 @@ TASKS = ("classification", "language_model", "regression")
 #: takes tens of seconds on two cores, so it must be amortised).
 COMPILE_MIN_WORK = 400_000
 #: ``auto`` times the candidates (on CUDA) only for grids of at least this many points, on
-#: this many points per candidate: timing costs about 4 x (K + TIME_POINTS) points.
-TIME_MIN_POINTS, TIME_POINTS = 256, 16
+#: this many points per candidate: timing the loop and K = 16, 32, 64 costs about 240 points'
+#: evaluations, at most a quarter of such a grid (smaller grids follow the rule).
+TIME_MIN_POINTS, TIME_POINTS = 1024, 16
 #: When the load rule and the usable cores disagree on the thread count (a loaded machine),
 #: grids of at least this many points time one pass at each count (about 3 extra passes).
 THREADS_TIME_MIN_POINTS = 32
@@ -197,7 +199,8 @@ class Evaluator:
         bn: BN policy, ``recompute`` (default), ``interpolate`` or ``batch``.
         device: where to evaluate (default: the model's device); the data stay there.
         strategy: ``auto`` (default), ``loop`` or ``vmap``.
-        points_per_pass: K for ``vmap`` (default 8).
+        points_per_pass: K for ``vmap`` (default 32, fewer where K points' activations would
+            not fit in a quarter of the device's free memory).
         batch_size: evaluation batch size (default on CPU: enough examples for about 2M
             values of the largest activation, between 128 and 2048, near 2048 for a network of
             only dense layers, 128 when BN uses batch statistics; 1024 on CUDA).
@@ -341,14 +344,21 @@ class Evaluator:
         elif self.requested_strategy in ("loop", "vmap"):
             k = 1 if self.strategy == "loop" else self.points_per_pass
             self.choice = Choice(self.strategy, k, "requested")
-        elif self.requested_strategy == "time" or (
-                self.device.type == "cuda" and len(c) >= TIME_MIN_POINTS):
-            self.choice = self._timed(anchors, c)
         else:
             # facts from a CPU copy: the user's model is never run or mutated
             facts = None if self.device.type == "cpu" else model_facts(
                 copy.deepcopy(self._model).cpu(), self.x[:1].cpu())
-            self.choice = rule_choice(facts, self.device, self.points_per_pass)
+            free = (torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda"
+                    else None)
+            if self.requested_strategy == "time" or (
+                    self.device.type == "cuda" and len(c) >= TIME_MIN_POINTS):
+                largest = memory_k(facts, self.batch_size, free, 2 * self.points_per_pass)
+                self.choice = self._timed(anchors, c, largest)
+            else:
+                k = memory_k(facts, self.batch_size, free, self.points_per_pass)
+                self.choice = rule_choice(facts, self.device, k) if k > 1 else Choice(
+                    "loop", 1, f"rule: {self.points_per_pass} points per pass do not fit in "
+                               "the device's free memory")
         self.strategy = self.choice.strategy
         if self.choice.strategy == "vmap":
             self.points_per_pass = self.choice.k
@@ -396,8 +406,8 @@ class Evaluator:
         self.threads_reason = f"timed ({rule}): " + ", ".join(
             f"{n} threads {t:.3g} s/pass" for n, t in timings.items())
 
-    def _timed(self, anchors, c: torch.Tensor) -> Choice:
-        options, k = candidates(self.points_per_pass), self.points_per_pass
+    def _timed(self, anchors, c: torch.Tensor, largest_k: int | None = None) -> Choice:
+        options, k = candidates(self.points_per_pass, largest_k), self.points_per_pass
         if self._k_given:
             options = [o for o in options if o.strategy == "loop" or o.k == self.points_per_pass]
 

@@ -317,10 +317,19 @@ class VmapRunner:
         if bns and policy in ("batch", "recompute"):
             self.batch_module = copy.deepcopy(self.eval_module)
             use_batch_statistics(batchnorm_modules(self.batch_module))
-        self.recorder = StatsRecorder(batchnorm_modules(self.batch_module)) if self.recompute else None
         self.x, self.bn_x = x, bn_x
         self.eval_slices = batches(len(x), batch_size)
         self.bn_slices = batches(len(bn_x), bn_batch_size) if self.recompute else []
+        # the statistics pass as one graph (lossurf.surface.statspass) under vmap: K points and
+        # as many statistics batches as fill an evaluation batch per call; else recording hooks
+        self.stats_module = None
+        if self.recompute:
+            gm = trace(self.eval_module)
+            self.stats_module = None if gm is None else stats_graph(gm, bns, bn_batch_size)
+        groups = max(1, batch_size // bn_batch_size) if self.stats_module is not None else 1
+        self.bn_calls = call_slices(len(bn_x), bn_batch_size, groups) if self.recompute else []
+        self.recorder = (StatsRecorder(batchnorm_modules(self.batch_module))
+                         if self.recompute and self.stats_module is None else None)
         self.layout = _Layout(self.eval_module, combined_keys(self.eval_module, policy, dedupe=True), False)
 
     def prepare(self, anchors: Sequence[StateDict], share: bool, compile_: bool) -> None:
@@ -333,6 +342,18 @@ class VmapRunner:
 
     def _stats(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rec = self.recorder
+        n = len(self.bn_slices)
+        if rec is None:  # the statistics graph: [K, G, C] per output, summed over G
+            def graph(p: dict[str, torch.Tensor], xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return tuple(t.sum(0) for t in functional_call(self.stats_module, p, (xb,)))
+
+            total = None
+            for s in self.bn_calls:
+                out = torch.vmap(graph, in_dims=(0, None))(params, self.bn_x[s])
+                total = list(out) if total is None else [t + o for t, o in zip(total, out)]
+            names = list(batchnorm_modules(self.eval_module))
+            return {f"{name}.{stat}": total[2 * j + i] / n for j, name in enumerate(names)
+                    for i, stat in enumerate(("running_mean", "running_var"))}
 
         def run(p: dict[str, torch.Tensor], xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
             rec.records.clear()
@@ -343,7 +364,6 @@ class VmapRunner:
         for s in self.bn_slices:
             out = torch.vmap(run, in_dims=(0, None))(params, self.bn_x[s])
             total = list(out) if total is None else [t + o for t, o in zip(total, out)]
-        n = len(self.bn_slices)
         buffers = {}
         for j, name in enumerate(rec.names):
             buffers[f"{name}.running_mean"] = total[2 * j] / n
