@@ -7,6 +7,9 @@ so a config's epoch count costs nothing up front). For each run: per-epoch metri
 at the stride, ``final.safetensors``, and a resume state after every epoch (holding the metrics
 rows too), so running the same command again after a kill skips finished runs and continues an
 interrupted one from its last epoch, ending bitwise identical (on CPU) to an uninterrupted run.
+The metrics rows time an epoch's parts apart: ``wall_time`` (training steps, cumulative),
+``eval_time`` (its row's evaluation) and ``checkpoint_time`` (its checkpoint and resume state),
+each read after the device's queued work is done; ``precision`` holds for steps and evaluation.
 
 ``train_experiment`` holds the directory's lock (:mod:`lossurf.locks`) throughout, so a second
 writer stops with a message naming the first. Every file read back is checked: a finished run

@@ -5,6 +5,11 @@ initialization and sees the same minibatches in the same order. The order of an 
 derived from the seed and the epoch alone (:func:`epoch_order`), never from a shared RNG stream,
 so runs can be trained in any order, on any worker, and resumed at any epoch boundary with
 bitwise-identical results. Augmentation and dropout draw from generators seeded the same way.
+
+On a GPU a step waits for nothing on the host: the data live on the device when they fit
+(:mod:`lossurf.data.placement`), an epoch's order and augmentation parameters go there in one
+copy each and the minibatches are gathered and augmented there (:func:`epoch_batches`), and
+the batch losses are read once per epoch (:func:`train_epoch`).
 """
 
 from __future__ import annotations
