@@ -391,15 +391,27 @@ def test_a_directory_written_before_precision_existed_resumes(tmp_path):
     out = tmp_path / "old"
     with pytest.raises(Kill):
         train_experiment(config, out, report=kill_after("sgd", 1))
-    path = ExperimentLayout(out).config
+    layout = ExperimentLayout(out)
+    path = layout.config
     raw = yaml.safe_load(path.read_text())
     del raw["precision"]  # as written before the field existed
     old_text = yaml.safe_dump(raw, sort_keys=False)
     path.write_text(old_text)
+    # Its metrics rows (in the resume state and metrics.csv) lack the new columns too.
+    legacy = metrics_columns(legacy=True)
+    state = torch.load(layout.resume_state("sgd"), weights_only=True)
+    state["rows"] = [{c: r[c] for c in legacy} for r in state["rows"]]
+    torch.save(state, layout.resume_state("sgd"))
+    MetricsLog(layout.metrics("sgd"), legacy, state["rows"]).write()
     statuses = train_experiment(config, out)
     assert statuses["sgd"]["status"] == "finished"
     assert path.read_text() == old_text  # left as it was
     assert same_weights(tmp_path / "clean", out, "sgd")
+    table = lossurf.load_experiment(out).metrics("sgd")
+    assert list(table["precision"]) == ["", "", "tf32", "tf32"]  # rows before the resume: unknown
+    assert table["eval_time"].isna().tolist() == [True, True, False, False]
+    assert table.drop(columns=[*TIMINGS, "precision"]).equals(
+        metrics_without_timings(tmp_path / "clean", "sgd").drop(columns="precision"))
     # Another precision is another experiment.
     with pytest.raises(LossurfError, match="already holds a different experiment"):
         train_experiment(digits_config(epochs=3, precision="bf16"), out)
