@@ -186,3 +186,25 @@ def test_a_resumed_store_keeps_its_decisions(monkeypatch, tmp_path):
         lambda self: seen.append((self.threads, self.threads_reason)) or {"precision": "fp32"}))
     surface.line(model, anchors[0], anchors[1], data, steps=40, store=store, progress=False)
     assert seen[-1] == (2, "resumed")
+
+
+def test_thread_timing_runs_a_sample_of_a_point(monkeypatch):
+    """The loop times one statistics call and one evaluation batch per pass, not the whole
+    point: four timing passes cost four batches, whatever the size of the data."""
+    import lossurf.surface as surface
+    from lossurf.surface.evaluate import Evaluator
+
+    _loaded(monkeypatch)
+    batches: list[int] = []
+    original = Evaluator._sums
+
+    def spy(self, outputs, y, ref):
+        batches.append(len(y))
+        return original(self, outputs, y, ref)
+
+    monkeypatch.setattr(Evaluator, "_sums", spy)
+    model, anchors, data = _tiny()
+    ds = surface.line(model, anchors[0], anchors[1], data, steps=10, batch_size=8,
+                      progress=False)
+    assert ds.attrs["threads_reason"].startswith("timed")
+    assert len(batches) == 4 + 10 * 5  # 4 timing passes of one batch, then 10 points x 5

@@ -91,8 +91,9 @@ COMPILE_MIN_WORK = 400_000
 #: evaluations, at most a quarter of such a grid (smaller grids follow the rule).
 TIME_MIN_POINTS, TIME_POINTS = 1024, 16
 #: When the load rule and the usable cores disagree on the thread count (a loaded machine),
-#: grids of at least this many points time one pass at each count (about 3 extra passes).
-THREADS_TIME_MIN_POINTS = 32
+#: grids of at least this many points time each count (a warm-up and a timed pass each; the
+#: loop times a sample of a point: one statistics call and one evaluation batch).
+THREADS_TIME_MIN_POINTS = 8
 #: CPU batch-size targets. A batch should hold about CPU_BATCH_VALUES values of its largest
 #: activation, between CPU_BATCH and CPU_DENSE_BATCH examples: every batch pays a fixed cost
 #: (per-layer calls, thread start-up) that dominates small activations, while large ones must
@@ -388,12 +389,17 @@ class Evaluator:
             self.threads, self.threads_reason = guess, rule
             return
         block = c[: self.choice.k]
+        runner = self._runner(self.strategy)
 
         def one_pass() -> None:
             # eager: torch.compile guards on the thread count, so timing a compiled forward
             # at a second count would time a recompilation
-            with precision_context(self.precision, self.device):
-                self._evaluate_with(self.strategy, anchors, block, False, None, None)
+            runner.sample = isinstance(runner, LoopRunner)
+            try:
+                with precision_context(self.precision, self.device):
+                    self._evaluate_with(self.strategy, anchors, block, False, None, None)
+            finally:
+                runner.sample = False
 
         timings = {}
         for n in (guess, usable):

@@ -151,6 +151,9 @@ class LoopRunner:
     """One point at a time on a rewritten internal copy of the model (the CPU strategy)."""
 
     max_points = 1
+    #: When True, a point runs only its first statistics call and first evaluation batch: a
+    #: sample of its work, for timing (its metrics are meaningless).
+    sample = False
 
     def __init__(self, model: nn.Module, policy: str, device: torch.device, x: torch.Tensor,
                  bn_x: torch.Tensor | None, batch_size: int, bn_batch_size: int, *,
@@ -275,7 +278,7 @@ class LoopRunner:
             return
         totals = None
         full = self.bn_calls[0].stop - self.bn_calls[0].start
-        for i, s in enumerate(self.bn_calls):
+        for i, s in enumerate(self.bn_calls[:1] if self.sample else self.bn_calls):
             # a call of another shape runs eager: no second compilation for a remainder
             fn = v.stats_fn if s.stop - s.start == full else v.stats
             totals = add_stats(totals, self._call(fn, self.bn_x[s], i, self._first_bn))
@@ -294,7 +297,7 @@ class LoopRunner:
                 fold_into(layer.weight, layer.bias, bn, bn.running_mean, bn.running_var,
                           bn.weight, bn.bias, new.weight, new.bias)
             full = self.eval_slices[0].stop
-            for i, s in enumerate(self.eval_slices):
+            for i, s in enumerate(self.eval_slices[:1] if self.sample else self.eval_slices):
                 # a shorter last batch runs eager: no second compilation for one batch
                 fn = v.eval_fn if s.stop - s.start == full else v.eval_module
                 out = self._call(fn, self.x[s], i, self._first_eval)
