@@ -19,15 +19,16 @@ import atexit
 import inspect
 import os
 import pickle
-import threading
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from lossurf.errors import LossurfError
@@ -319,9 +320,14 @@ class _Worker:
         from multiprocessing.connection import Connection
 
         ours, theirs = socket.socketpair()
+        # The worker imports lossurf before it hears the driver's sys.path: a driver that found
+        # lossurf through its own sys.path (a checkout, not installed) tells it where, here.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lossurf.workers", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
+            pass_fds=(theirs.fileno(),), env=env,
         )
         theirs.close()  # the worker holds its end: EOF here means the worker is gone
         self.conn = Connection(ours.detach())
