@@ -420,7 +420,7 @@ def _worker(rank: int, steps: int, device: str, barrier, queue) -> None:
 
         dev = torch.device(device)
         strict_fp32(False)
-        dataset = cifar_like(steps * 128, 16)
+        dataset = cifar_like(max(steps, 10) * 128, 16)
         model = build(nin_spec(), seed=rank).to(dev)
         optimizer = optim.build("sgd", list(model.parameters()), lr=0.1)
         warm = torch.arange(10 * 128)
@@ -473,6 +473,7 @@ def vmap_throughput(n: int, steps: int, device: torch.device) -> float:
     for m in models:
         torch.func.replace_all_batch_norm_modules_(m)
     params, buffers = stack_module_state(models)
+    params = {k: v.detach() for k, v in params.items()}  # torch.func.grad needs no autograd leaves
     base = copy.deepcopy(models[0]).to("meta")
     x = torch.randn(n, 128, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (n, 128), device=device)
@@ -480,13 +481,12 @@ def vmap_throughput(n: int, steps: int, device: torch.device) -> float:
     def loss(p, b, xb, yb):
         return F.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
 
-    step = vmap(grad(loss), in_dims=(0, 0, 0, 0))
+    step = vmap(grad(loss), in_dims=(0, 0, 0, 0), randomness="different")  # NIN has dropout
 
     def run(k: int) -> None:
         for _ in range(k):
             grads = step(params, buffers, x, y)
-            for name in params:
-                params[name].sub_(0.1 * grads[name])
+            torch._foreach_add_(list(params.values()), [grads[k] for k in params], alpha=-0.1)
 
     run(3)
     seconds = timed(lambda: run(steps), device)
