@@ -281,3 +281,36 @@ def test_the_cli_refuses_jobs_with_ray(cli, tmp_path):
     assert code == 2
     line, = err.strip().splitlines()
     assert line.startswith("error: --jobs runs worker processes on this machine") and "drop --jobs" in line
+
+
+@pytest.mark.slow
+def test_a_recipe_trains_its_runs_with_jobs_as_without(tmp_path):
+    """``lossurf run --jobs N`` reaches the recipes' training (their workers load the data)."""
+    from _kill_commands import RUN_PRESET
+    from lossurf.experiments.common import Context
+    from lossurf.presets import load_preset
+
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RUN_PRESET, sort_keys=False))
+    preset = load_preset(tmp_path / "tiny.yaml")
+    trained = {}
+    for jobs in (1, 2):
+        ctx = Context(preset=preset, out=tmp_path / f"out{jobs}", recipe="optimizers",
+                      progress=False, jobs=jobs)
+        config = ctx.config(methods=["sgd", "adam", "rk2-heun"], seeds=[0])
+        exp, _ = ctx.train(config, ["sgd", "adam", "rk2-heun"])
+        trained[jobs] = exp.path
+        assert all(exp.status(r)["status"] == "finished" for r in ("sgd", "adam", "rk2-heun"))
+    problems = compare_trees(trained[1], trained[2])
+    assert not problems, "\n".join(problems)
+
+
+def test_the_cli_names_jobs_for_the_processes_backend(cli, tmp_path):
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    code, out, err = cli("train", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "o"),
+                         "--backend", "processes")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "error: --backend takes local or ray; for runs trained at once in worker processes, "
+        "pass --jobs N to lossurf train or lossurf run"
+    ]
+    assert not (tmp_path / "o").exists()
