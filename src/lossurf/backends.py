@@ -369,8 +369,9 @@ class ProcessBackend:
     """Runs items in ``jobs`` worker processes on this machine, yielding results as they complete.
 
     Each worker is a fresh interpreter (``python -m lossurf.workers``, spawned, never forked:
-    CUDA cannot be used in a forked child) that runs one item at a time, so work that shares a device (runs of one experiment on one GPU)
-    goes side by side in separate processes, each exactly as it would run alone. Workers start
+    CUDA cannot be used in a forked child) that runs one item at a time, so work that shares a
+    device (runs of one experiment on one GPU) goes side by side in separate processes, each
+    exactly as it would run alone. POSIX only (the worker inherits a socket). Workers start
     on the first ``map`` that needs them and serve later maps until :meth:`close` (or the
     driver's exit); they die with the driver however it ends (see :mod:`lossurf.workers`).
 
