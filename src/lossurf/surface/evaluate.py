@@ -8,10 +8,14 @@ are anchor 0's). The user's model is never mutated: the evaluator works on an in
 Strategies (see :mod:`lossurf.surface.runners`): ``loop`` runs one point at a time on a rewritten
 copy (channels-last, BN folded into convolutions, the first layer computed once per anchor,
 optional ``torch.compile``): what wins on CPU, where vmap over conv weights becomes slow
-grouped convolutions. ``vmap`` runs K points per pass, which removes the launch-bound cost of
-small models on a GPU. ``auto`` decides once per grid (see :mod:`lossurf.surface.strategy`):
-the loop on CPU; on CUDA by timing a few points of each candidate when the grid is large
-enough to repay it, else by rules on the model's activation size. ``time`` always times.
+grouped convolutions. ``vmap`` runs K points per pass (default 32), which removes the
+launch-bound cost of small models on a GPU. ``auto`` decides once per grid (see
+:mod:`lossurf.surface.strategy`): the loop on CPU; on CUDA by timing the loop and K = 16, 32,
+64 on a few points when the grid (1,024+ points) repays it, else by rules on the model's
+activation size; K is bounded by the device's free memory. ``time`` always times. Under
+``recompute`` both strategies run the statistics pass as one graph per call (several
+statistics batches, stopped at the last BN layer; :mod:`lossurf.surface.statspass`), the
+loop compiled with its evaluation graph, vmap over K points.
 
 Decisions are taken once per grid, not per chunk: :meth:`Evaluator.plan` (called by
 :func:`~lossurf.surface.store.compute_surface` with the whole grid, or by the first

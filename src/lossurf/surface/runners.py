@@ -9,6 +9,10 @@ those K points; the evaluator turns logits into metrics.
   ``torch.compile`` come from :mod:`lossurf.surface.fastpath`.
 - :class:`VmapRunner` (CUDA default): K points per pass with ``torch.vmap`` over
   ``torch.func.functional_call`` on stacked weights.
+
+Under ``recompute`` both run the statistics pass of :mod:`lossurf.surface.statspass` where the
+network traces (one graph, several statistics batches per call, stopped at the last BN layer),
+else PyTorch's train-mode modules (loop) or recording hooks (vmap) per statistics batch.
 """
 
 from __future__ import annotations
