@@ -11,13 +11,19 @@ from torch import fx, nn
 
 import lossurf.surface.runners as runners
 from lossurf.surface.evaluate import EvalData, Evaluator
-from lossurf.surface.statspass import call_slices, grouped_batch_norm, stats_graph
+from lossurf.surface.statspass import (
+    batch_norm_per_batch,
+    call_slices,
+    grouped_batch_norm,
+    stats_graph,
+)
 
 
+@pytest.mark.parametrize("fn", [grouped_batch_norm, batch_norm_per_batch])
 @pytest.mark.parametrize("shape,channels_last,affine", [
     ((48, 5, 4, 3), True, True), ((48, 5, 4, 3), False, False), ((48, 7), False, True),
     ((48, 3, 6), False, True)])
-def test_grouped_batch_norm_is_train_mode_batch_norm_per_batch(shape, channels_last, affine):
+def test_grouped_batch_norm_is_train_mode_batch_norm_per_batch(shape, channels_last, affine, fn):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=g) * 3 + 1
     if channels_last:
@@ -25,7 +31,7 @@ def test_grouped_batch_norm_is_train_mode_batch_norm_per_batch(shape, channels_l
     c = shape[1]
     weight = torch.rand(c, generator=g) + 0.5 if affine else None
     bias = torch.randn(c, generator=g) if affine else None
-    y, mean, var = grouped_batch_norm(x, weight, bias, 1e-5, 16)
+    y, mean, var = fn(x, weight, bias, 1e-5, 16)
     assert mean.shape == var.shape == (3, c)
     for i in range(3):
         part = x[16 * i: 16 * (i + 1)]
@@ -35,7 +41,7 @@ def test_grouped_batch_norm_is_train_mode_batch_norm_per_batch(shape, channels_l
         torch.testing.assert_close(mean[i], rm, atol=1e-6, rtol=1e-6)  # momentum 1: the batch's
         torch.testing.assert_close(var[i], rv, atol=1e-6, rtol=1e-5)   # unbiased variance
     # a call shorter than one batch is one batch
-    y, mean, var = grouped_batch_norm(x[:5], weight, bias, 1e-5, 16)
+    y, mean, var = fn(x[:5], weight, bias, 1e-5, 16)
     assert mean.shape == (1, c)
     torch.testing.assert_close(var[0], x[:5].transpose(0, 1).reshape(c, -1).var(1), atol=1e-6,
                                rtol=1e-5)

@@ -332,7 +332,8 @@ class VmapRunner:
         self.stats_module = None
         if self.recompute:
             gm = trace(self.eval_module)
-            self.stats_module = None if gm is None else stats_graph(gm, bns, bn_batch_size)
+            self.stats_module = None if gm is None else stats_graph(gm, bns, bn_batch_size,
+                                                                    vmap=True)
         groups = max(1, batch_size // bn_batch_size) if self.stats_module is not None else 1
         self.bn_calls = call_slices(len(bn_x), bn_batch_size, groups) if self.recompute else []
         self.recorder = (StatsRecorder(batchnorm_modules(self.batch_module))

@@ -10,9 +10,10 @@ the statistics pass cost more than the evaluation pass it serves.
 
 :func:`stats_graph` rewrites the (traced) network instead:
 
-- every BN layer becomes :func:`grouped_batch_norm`, which normalises ``G`` consecutive
-  statistics batches of one call each with its own statistics (a ``[G, n, C, ...]`` view) and
-  also returns them; the graph's outputs are those statistics;
+- every BN layer normalises ``G`` consecutive statistics batches of one call each with its own
+  statistics and also returns them (:func:`batch_norm_per_batch`, PyTorch's train-mode kernel
+  per batch, for the loop; :func:`grouped_batch_norm`, a ``[G, n, C, ...]`` view, under
+  ``torch.vmap``); the graph's outputs are those statistics;
 - everything after the last BN layer is dead code, and is removed;
 - the graph is an ordinary module, so :class:`~lossurf.surface.fastpath.SafeCompiled` can
   compile it (the reductions fuse with the normalisation and the ReLU).
@@ -28,10 +29,11 @@ import copy
 import operator
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["grouped_batch_norm", "stats_graph", "call_slices", "add_stats", "apply_stats"]
+__all__ = ["grouped_batch_norm", "batch_norm_per_batch", "stats_graph", "call_slices", "add_stats", "apply_stats"]
 
 
 def grouped_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -59,6 +61,29 @@ def grouped_batch_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch
             unbiased.view(groups, channels))
 
 
+def batch_norm_per_batch(x: torch.Tensor, weight: torch.Tensor | None,
+                         bias: torch.Tensor | None, eps: float,
+                         n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`grouped_batch_norm` by PyTorch's own train-mode kernel, one call per batch: its
+    fresh running statistics, updated with momentum 1, become the batch's mean and unbiased
+    variance. Several times faster in eager mode on CPU than the strided reduction of
+    :func:`grouped_batch_norm` (measured 0.01 s against 0.09-0.17 s on 128 x 32 x 32 x 32
+    channels-last values), but not for ``torch.vmap`` (it writes to unbatched buffers)."""
+    rows, channels = x.shape[0], x.shape[1]
+    groups = rows // n if rows >= n else 1
+    size = rows // groups
+    outs, means, variances = [], [], []
+    for g in range(groups):
+        mean = x.new_zeros(channels, dtype=torch.float32)
+        var = x.new_ones(channels, dtype=torch.float32)
+        outs.append(F.batch_norm(x[g * size: (g + 1) * size], mean, var, weight, bias,
+                                 training=True, momentum=1.0, eps=eps))
+        means.append(mean)
+        variances.append(var)
+    y = outs[0] if groups == 1 else torch.cat(outs)
+    return y, torch.stack(means), torch.stack(variances)
+
+
 def call_slices(n: int, batch: int, groups: int) -> list[slice]:
     """Slices of ``range(n)`` for the statistics calls: ``groups`` whole batches per call, then
     the whole batches left over in one call, then the short last batch alone (so that every
@@ -73,11 +98,12 @@ def call_slices(n: int, batch: int, groups: int) -> list[slice]:
     return out
 
 
-def stats_graph(module: fx.GraphModule, bns: dict[str, _BatchNorm],
-                batch: int) -> fx.GraphModule | None:
+def stats_graph(module: fx.GraphModule, bns: dict[str, _BatchNorm], batch: int,
+                vmap: bool = False) -> fx.GraphModule | None:
     """A copy of ``module``'s graph whose BN layers normalise per statistics batch of ``batch``
     inputs and whose outputs are ``(mean_1, var_1, mean_2, var_2, ...)`` per batch, in the
-    order of ``bns``; None where that rewrite does not apply (a BN layer called twice or not at
+    order of ``bns`` (by :func:`grouped_batch_norm` for ``torch.vmap``, else by
+    :func:`batch_norm_per_batch`); None where that rewrite does not apply (a BN layer called twice or not at
     all, one without running statistics, or one called with more than its input)."""
     if any(bn.running_mean is None or bn.running_var is None for bn in bns.values()):
         return None
@@ -97,7 +123,7 @@ def stats_graph(module: fx.GraphModule, bns: dict[str, _BatchNorm],
             bias = graph.get_attr(f"{node.target}.bias") if bn.bias is not None else None
         with graph.inserting_after(bias if bias is not None else weight if weight is not None
                                    else node):
-            call = graph.call_function(grouped_batch_norm,
+            call = graph.call_function(grouped_batch_norm if vmap else batch_norm_per_batch,
                                        (node.args[0], weight, bias, float(bn.eps), batch))
         with graph.inserting_after(call):
             y = graph.call_function(operator.getitem, (call, 0))
