@@ -180,3 +180,24 @@ def test_vmap_recompute_batches_its_statistics_and_equals_the_loop(monkeypatch, 
     ref = hooks.evaluate(anchors, coeffs)
     assert hooks._runners["vmap"].recorder is not None
     np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_the_modules_fallback_runs_one_statistics_batch_at_a_time(share):
+    """Calls of several statistics batches, but no statistics graph for the variant: the
+    train-mode modules still see one batch of ``bn_batch_size`` at a time."""
+    torch.manual_seed(0)
+    model = TinyBNCNN()
+    anchors = perturbed_states(model, 3)
+    data = _data(model, 50)
+    coeffs = torch.tensor([[0.2, 0.5, 0.3], [-0.5, 1.5, 0.0]])
+    kwargs = dict(strategy="loop", batch_size=32, bn_batch_size=16, compile=False,
+                  share_first_layer=share)
+    ref = Evaluator(model, data, **kwargs).evaluate(anchors, coeffs)
+    ev = Evaluator(model, data, **kwargs)
+    runner = ev._runner("loop")
+    runner.prepare(anchors, share, False)
+    runner.variant.stats = runner.variant.stats_fn = None
+    assert runner.grouped and len(runner.bn_calls) == 3
+    got = ev.evaluate(anchors, coeffs)
+    np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-5, atol=1e-6)

@@ -276,8 +276,15 @@ class LoopRunner:
         """Re-estimate the BN running statistics at the current point."""
         if v.stats is None:  # one train-mode forward per statistics batch
             begin_recompute(self.bns)
-            for i, s in enumerate(self.bn_calls):
-                self._call(v.stat_module, self.bn_x[s], i, self._first_bn)
+            for i, s in enumerate(self.bn_calls):  # a call holds whole batches
+                first = self._combined_first(self._c, self._first_bn[i]) if self._split else None
+                for j in range(s.start, s.stop, self.bn_batch):
+                    part = slice(j, min(j + self.bn_batch, s.stop))
+                    if first is None:
+                        v.stat_module(self.bn_x[part])
+                    else:
+                        v.stat_module(self.bn_x[part],
+                                      first_out=first[part.start - s.start: part.stop - s.start])
             end_recompute(self.bns)
             return
         totals = None
