@@ -198,3 +198,48 @@ def test_bad_input_gets_clear_errors():
         EvalData(data.x, data.y, "segmentation")
     with pytest.raises(LossurfError, match="70 inputs and 3 targets"):
         EvalData(data.x, data.y[:3], "classification")
+
+
+def test_the_shared_first_layer_output_is_rectified_in_place_and_the_inputs_are_not():
+    """The ReLU after ``first_out`` (the evaluator's own fresh combination) runs in place; no
+    in-place op ever touches the evaluation inputs."""
+    model, anchors, data = _setup("plain")
+    x0 = data.x.clone()
+    ev = Evaluator(model, data, strategy="loop", share_first_layer=True, compile=False)
+    got = ev.evaluate(anchors, COEFFS)
+    graph = ev._runners["loop"].variant.eval_module.graph
+    first_out = next(n for n in graph.nodes if n.target == "first_out")
+    assert [u.target for u in first_out.users] == [torch.relu_]
+    assert torch.equal(data.x, x0) and torch.equal(ev.x, x0)
+    loss, _ = naive_metrics(model, anchors, COEFFS, data.x, data.y)
+    np.testing.assert_allclose(got["loss"], loss, atol=1e-5, rtol=1e-5)
+
+
+class _ReluOfInput(torch.nn.Module):
+    """A ReLU straight on a view of the input (flatten): it must never run in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(48, 16)
+        self.bn = torch.nn.BatchNorm1d(16)
+        self.out = torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.bn(self.lin(torch.relu(torch.flatten(x, 1))))))
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_a_relu_on_a_view_of_the_inputs_never_writes_into_them(share):
+    torch.manual_seed(0)
+    model = _ReluOfInput()
+    anchors = perturbed_states(model, 3)
+    x = torch.randn(40, 3, 4, 4)
+    data = EvalData(x, torch.randint(0, 5, (40,)), "classification", torch.randn(20, 3, 4, 4))
+    x0 = x.clone()
+    ev = Evaluator(model, data, bn="interpolate", strategy="loop", share_first_layer=share,
+                   compile=False)
+    got = ev.evaluate(anchors, COEFFS)
+    assert ev._runners["loop"].folds  # the graph was rewritten (BN folded)
+    assert torch.equal(ev.x, x0) and torch.equal(x, x0)
+    loss, _ = naive_metrics(model, anchors, COEFFS, x, data.y)
+    np.testing.assert_allclose(got["loss"], loss, atol=1e-5, rtol=1e-5)

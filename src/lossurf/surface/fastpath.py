@@ -16,12 +16,14 @@ model itself). A model that does not trace simply runs unrewritten.
 
 from __future__ import annotations
 
+import operator
 import shutil
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -188,16 +190,36 @@ def rewrite(
     return gm, folded
 
 
+#: Functions whose output may share memory with their input: a ReLU after one of them must not
+#: run in place (it would write into the input, possibly the caller's data).
+_VIEWS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.transpose,
+          torch.permute, torch.narrow, torch.select, torch.t, torch.movedim, torch.chunk,
+          torch.split, torch.Tensor.contiguous, operator.getitem}
+
+
+def _fresh(node: object, mods: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` surely makes a new tensor that only the graph holds."""
+    if not isinstance(node, fx.Node):
+        return False
+    if node.op == "placeholder":  # the evaluator's own combination of first-layer outputs
+        return node.target == "first_out"
+    if node.op == "call_module":  # a layer with weights computes a new tensor
+        return any(True for _ in mods[node.target].parameters(recurse=False))
+    return node.op == "call_function" and node.target not in _VIEWS
+
+
 def _inplace_relu(gm: fx.GraphModule) -> None:
     # Eager CPU evaluation is memory bound: a ReLU on a fresh, single-use activation can run
     # in place, which saves an allocation and a pass over memory.
     mods = _modules(gm)
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or type(mods.get(node.target)) is not nn.ReLU:
+        module_relu = node.op == "call_module" and type(mods.get(node.target)) is nn.ReLU
+        function_relu = (node.op == "call_function" and node.target in (torch.relu, F.relu)
+                         and not node.kwargs)
+        if not (module_relu or function_relu) or len(node.args) != 1:
             continue
-        src = node.args[0] if len(node.args) == 1 else None
-        if (isinstance(src, fx.Node) and src.op in ("call_module", "call_function")
-                and len(src.users) == 1):
+        src = node.args[0]
+        if _fresh(src, mods) and len(src.users) == 1:
             with gm.graph.inserting_after(node):
                 new = gm.graph.call_function(torch.relu_, (src,))
             node.replace_all_uses_with(new)
