@@ -233,8 +233,8 @@ def test_a_relu_on_a_view_of_the_inputs_never_writes_into_them(share):
     torch.manual_seed(0)
     model = _ReluOfInput()
     anchors = perturbed_states(model, 3)
-    x = torch.randn(40, 3, 4, 4)
-    data = EvalData(x, torch.randint(0, 5, (40,)), "classification", torch.randn(20, 3, 4, 4))
+    x = torch.randn(40, 48)  # flatten of 2-D inputs is the inputs themselves
+    data = EvalData(x, torch.randint(0, 5, (40,)), "classification", torch.randn(20, 48))
     x0 = x.clone()
     ev = Evaluator(model, data, bn="interpolate", strategy="loop", share_first_layer=share,
                    compile=False)
