@@ -314,3 +314,27 @@ def test_the_cli_names_jobs_for_the_processes_backend(cli, tmp_path):
         "pass --jobs N to lossurf train or lossurf run"
     ]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_jobs_on_cuda_trains_every_run_to_the_noise_of_one_at_a_time(tmp_path):
+    """On a GPU the workers share the device; each run ends where it ends alone, to cuDNN's
+    run-to-run noise (its weight-gradient kernels are not deterministic): strict fp32, and a
+    relative distance far below what another batch order or initialization gives (O(1))."""
+    import torch
+
+    import lossurf
+    from lossurf.config import parse_config
+
+    config = parse_config({**CONFIG, "device": "cuda", "epochs": 2, "precision": "fp32"})
+    lossurf.train_experiment(config, tmp_path / "one")
+    lossurf.train_experiment(config, tmp_path / "many", jobs=2)
+    one, many = lossurf.load_experiment(tmp_path / "one"), lossurf.load_experiment(tmp_path / "many")
+    for run_name in RUNS:
+        assert many.status(run_name)["status"] == "finished"
+        a, b = one.weights(run_name, "final"), many.weights(run_name, "final")
+        keys = [k for k in a if a[k].is_floating_point()]
+        diff = sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in keys) ** 0.5
+        norm = sum(float(a[k].double().pow(2).sum()) for k in keys) ** 0.5
+        assert diff / norm < 1e-2, (run_name, diff / norm)
