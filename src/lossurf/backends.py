@@ -82,6 +82,13 @@ class MapStats:
     wall_seconds: float = 0.0
     workers: set[int] = field(default_factory=set)
 
+    def record(self, seconds: float, cpu_seconds: float, worker: int, began: float) -> None:
+        """Add one finished task; ``began`` is the map's ``time.perf_counter()`` start."""
+        self.task_seconds.append(seconds)
+        self.task_cpu_seconds.append(cpu_seconds)
+        self.workers.add(worker)
+        self.wall_seconds = time.perf_counter() - began
+
     def overhead_per_task(self, slots: int) -> float:
         """Seconds per task that the workers' ``slots`` spent outside ``fn``: scheduling,
         (de)serialization, transfers and idling, ``(wall * slots - sum(task)) / tasks``."""
@@ -270,10 +277,7 @@ class RayBackend:
                         result, seconds, cpu, pid = ray.get(ref)
                     except ray.exceptions.RayTaskError as err:
                         raise _unwrap(err) from None
-                    stats.task_seconds.append(seconds)
-                    stats.task_cpu_seconds.append(cpu)
-                    stats.workers.add(pid)
-                    stats.wall_seconds = time.perf_counter() - began
+                    stats.record(seconds, cpu, pid, began)
                     yield result
         finally:
             for ref in pending:
@@ -453,10 +457,7 @@ class ProcessBackend:
                     if kind == "error":
                         raise_payload(payload, worker.process.pid)
                     result, seconds, cpu, pid = payload
-                    stats.task_seconds.append(seconds)
-                    stats.task_cpu_seconds.append(cpu)
-                    stats.workers.add(pid)
-                    stats.wall_seconds = time.perf_counter() - began
+                    stats.record(seconds, cpu, pid, began)
                     yield result
         finally:
             # Items still running are no longer wanted (an error, Ctrl-C, a closed iterator):
