@@ -179,16 +179,16 @@ class _StallAfterFirstEpoch:
 
     def __call__(self, name):
         if name == self.target and not os.path.exists(self.pidfile):
-            import lossurf.engine as engine
+            import lossurf.resume as resume
 
-            write = engine.atomic_write_bytes  # only the resume state is written with it
+            write = resume.atomic_write_bytes  # what writes the resume state
 
             def write_then_stall(path, data):
                 write(path, data)
                 Path(self.pidfile).write_text(str(os.getpid()))
                 time.sleep(120)
 
-            engine.atomic_write_bytes = write_then_stall  # this worker process is killed anyway
+            resume.atomic_write_bytes = write_then_stall  # this worker process is killed anyway
         return self.fn(name)
 
 

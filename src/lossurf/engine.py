@@ -3,10 +3,11 @@
 For each seed: one initialization (``init.safetensors``, its sha256 in ``init.json``) loaded by
 every run, and one minibatch order per epoch derived from the seed and the epoch (its hash is
 recorded in ``orders.json`` by the first run that reaches the epoch and checked by every other,
-so a config's epoch count costs nothing up front). For each run: per-epoch metrics, checkpoints
-at the stride, ``final.safetensors``, and a resume state after every epoch (holding the metrics
-rows too), so running the same command again after a kill skips finished runs and continues an
-interrupted one from its last epoch, ending bitwise identical (on CPU) to an uninterrupted run.
+so a config's epoch count costs nothing up front); both files are :mod:`lossurf.seed_files`.
+For each run: per-epoch metrics, checkpoints at the stride, ``final.safetensors``, and a resume
+state (:mod:`lossurf.resume`) after every epoch (holding the metrics rows too), so running the
+same command again after a kill skips finished runs and continues an interrupted one from its
+last epoch, ending bitwise identical (on CPU) to an uninterrupted run.
 The metrics rows time an epoch's parts apart: ``wall_time`` (training steps, cumulative),
 ``eval_time`` (its row's evaluation) and ``checkpoint_time`` (its checkpoint and resume state),
 each read after the device's queued work is done; ``precision`` holds for steps and evaluation.
@@ -20,7 +21,6 @@ and any other damaged file is one :class:`~lossurf.errors.LossurfError` naming i
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import platform
@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
@@ -45,24 +44,23 @@ from lossurf.locks import exclusive_lock
 from lossurf.threads import threads_for, torch_threads
 from lossurf.objective import perplexity
 from lossurf.precision import precision_context
+from lossurf.resume import RESUME_FIX, ResumeState
 from lossurf.runs import (
     ExperimentLayout,
     MetricsLog,
-    atomic_write_bytes,
     atomic_write_text,
     checkpoint_damage,
-    file_hash,
     find_damage,
     load_weights,
     metrics_columns,
     read_bytes,
-    read_json,
     read_status,
     remove_temporaries,
     save_weights,
     train_command,
     write_json,
 )
+from lossurf.seed_files import check_order, ensure_init, read_orders, recorded_init_hash
 from lossurf.train import (
     build_optimizer,
     derive_seed,
@@ -139,7 +137,7 @@ def prepare_experiment(
         },
     )
     for seed in resolved.seeds:
-        _ensure_init(layout, resolved, seed)
+        ensure_init(layout, resolved, seed)
     return resolved, layout, dataset
 
 
@@ -207,45 +205,6 @@ def _check_last_batch(model: torch.nn.Module, batch_size: int, dataset: Dataset)
     )
 
 
-def _ensure_init(layout: ExperimentLayout, config: ExperimentConfig, seed: int) -> None:
-    """Write seed ``seed``'s initialization and its sha256 (``init.json``); recreate it when it
-    is missing or damaged (it is a deterministic function of the seed)."""
-    path, record = layout.init(seed), layout.init_record(seed)
-    recorded = _recorded_init_hash(layout, seed)
-    if path.is_file():
-        if recorded is None:  # written before init.json existed: record the file as found
-            write_json(record, {"sha256": file_hash(path)})
-            return
-        if file_hash(path) == recorded:
-            return
-        problem = "differs from the sha256 recorded in init.json"
-    elif recorded is None:
-        write_json(record, {"sha256": save_weights(path, models.build(config.model, seed=seed).state_dict())})
-        return
-    else:
-        problem = "is missing"
-    digest = save_weights(path, models.build(config.model, seed=seed).state_dict())
-    if digest != recorded:
-        raise LossurfError(
-            f"{path} {problem}, and recreating it from seed {seed} gives other weights (another "
-            "torch version?), so the runs trained from it cannot be checked; delete the "
-            "experiment directory and train again"
-        )
-    _log.warning("%s %s; recreated it, bitwise identical, from seed %d", path, problem, seed)
-
-
-def _recorded_init_hash(layout: ExperimentLayout, seed: int) -> str | None:
-    """The sha256 of the seed's init.safetensors recorded in init.json (None: not recorded)."""
-    record = layout.init_record(seed)
-    if not record.is_file():
-        return None
-    fix = f"delete it and run {train_command(layout.root)} to record it again"
-    digest = read_json(record, fix).get("sha256")
-    if not isinstance(digest, str):
-        raise LossurfError(f"{record} is corrupted (no sha256 string); {fix}")
-    return digest
-
-
 def _columns(task: str) -> list[str]:
     return metrics_columns(task == "language_model")
 
@@ -269,66 +228,9 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     model.load_state_dict(state)
 
 
-_RESUME_FIX = (
-    "delete it and run the same `lossurf train` command again: the run restarts from its initialization"
-)
-
-
-@dataclass
-class _Progress:
-    """Where a run stands after its last finished epoch: what ``resume.pt`` holds besides the
-    model and optimizer state. ``rows`` are the metrics rows so far (None in resume states
-    written before they were kept), from which a damaged ``metrics.csv`` is restored."""
-
-    epoch: int = 0
-    phase: int = 0
-    evaluations: int = 0
-    wall_time: float = 0.0
-    checkpoints: dict[str, str] = field(default_factory=dict)
-    rows: list[dict[str, Any]] | None = None
-    #: CPU threads the run trains with, fixed at its start: convolutions round differently
-    #: with another count, so a run resumed under another load keeps the count it began with.
-    threads: int | None = None
-
-    def save(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        buffer = io.BytesIO()
-        torch.save({**asdict(self), "model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
-
-    @classmethod
-    def load(cls, path: Path, device: torch.device) -> tuple["_Progress", dict, dict]:
-        """Read ``resume.pt``; anything damaged is a :class:`LossurfError` naming the file."""
-        data = read_bytes(path, _RESUME_FIX)
-        try:
-            state = torch.load(io.BytesIO(data), weights_only=True, map_location=device)
-        # torch.load raises EOFError (empty), UnpicklingError, RuntimeError (zip), KeyError, ...:
-        # for a file we wrote ourselves, any of them means damage.
-        except Exception as error:
-            reason = "empty file" if not data else f"torch.load failed: {type(error).__name__}"
-            raise LossurfError(f"resume state {path} is corrupted ({reason}); {_RESUME_FIX}") from None
-        try:
-            if not isinstance(state, dict):
-                raise TypeError(f"holds a {type(state).__name__}, not a dict")
-            model, optimizer = state.pop("model"), state.pop("optimizer")
-            progress = cls(**state)
-            if not (isinstance(progress.epoch, int) and progress.epoch >= 0 and isinstance(model, dict)
-                    and isinstance(optimizer, dict) and isinstance(progress.checkpoints, dict)
-                    and (progress.threads is None
-                         or (isinstance(progress.threads, int) and progress.threads >= 1))):
-                raise TypeError("wrong field types")
-            if progress.rows is not None and (
-                len(progress.rows) != progress.epoch + 1
-                or any(not isinstance(r, dict) or r.get("epoch") != i for i, r in enumerate(progress.rows))
-            ):
-                raise TypeError("its metrics rows do not match its epoch")
-        except (TypeError, KeyError) as error:
-            raise LossurfError(f"resume state {path} is corrupted ({error}); {_RESUME_FIX}") from None
-        return progress, model, optimizer
-
-
 def _metrics_row(
     epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, active: str,
-    progress: _Progress, batch_loss: float, *, dataset: Dataset, train_eval: tuple,
+    progress: ResumeState, batch_loss: float, *, dataset: Dataset, train_eval: tuple,
     test: tuple, init_state: dict, order_digest: str, device: torch.device, precision: str,
 ) -> dict[str, Any]:
     """One ``metrics.csv`` row: losses and accuracies on the train subset and the test set
@@ -356,43 +258,6 @@ def _metrics_row(
         row["train_perplexity"] = perplexity(train_loss)
         row["test_perplexity"] = perplexity(test_loss)
     return row
-
-
-def _read_orders(layout: ExperimentLayout, seed: int) -> dict[str, str]:
-    """The seed's recorded minibatch-order hashes (``{}`` before any epoch was reached)."""
-    path = layout.orders(seed)
-    if not path.is_file():
-        return {}
-    fix = "delete it and run `lossurf train` again (the hashes are recomputed from the seed)"
-    orders = read_json(path, fix)
-    if not all(isinstance(k, str) and k.isdigit() and isinstance(v, str) for k, v in orders.items()):
-        raise LossurfError(f"{path} is corrupted (not epoch: hash pairs); {fix}")
-    return orders
-
-
-def _check_order(
-    layout: ExperimentLayout, seed: int, epoch: int, digest: str, orders: dict[str, str]
-) -> dict[str, str]:
-    """Check an epoch's order hash against the seed's record, recording it when the epoch is
-    reached for the first time; returns the (possibly updated) record.
-
-    Runs of one seed on several workers may record at once and one may drop another's new
-    entry; that only means a later run records the same deterministic hash again."""
-    recorded = orders.get(str(epoch))
-    if recorded is None:
-        orders = _read_orders(layout, seed)  # another run may have recorded more epochs
-        recorded = orders.get(str(epoch))
-        if recorded is None:
-            orders = {**orders, str(epoch): digest}
-            write_json(layout.orders(seed), orders)
-            return orders
-    if recorded != digest:
-        raise LossurfError(
-            f"the minibatch order of epoch {epoch} differs from the one recorded in "
-            f"{layout.orders(seed)} (written with another torch version, or edited); train with "
-            "the torch version in manifest.json, or delete the directory to start over"
-        )
-    return orders
 
 
 def train_run(
@@ -434,13 +299,13 @@ def train_run(
         info["switch_epoch"] = switch_epoch(run.switch.at, config.epochs)
     write_json(layout.run_info(name), info)
     init_state = load_weights(
-        layout.init(seed), _recorded_init_hash(layout, seed),
+        layout.init(seed), recorded_init_hash(layout, seed),
         fix=f"run {train_command(layout.root)} to recreate it",
     )
     model = models.build(config.model)
     _load_into(model, init_state, layout.init(seed))
     model.to(device)
-    orders = _read_orders(layout, seed)
+    orders = read_orders(layout, seed)
     n_train = len(dataset.train_x)
     placed = place(dataset, device)  # on the device when it fits, once per process
     eval_index = seeded_subset(n_train, config.eval_subset, derive_seed("eval-subset", seed) % (2**31))
@@ -449,29 +314,29 @@ def train_run(
     test = (placed.test_x, placed.test_y)
     columns = _columns(dataset.task)
 
-    progress = _Progress(phase=phase_at(run, 1, config.epochs))
+    progress = ResumeState(phase=phase_at(run, 1, config.epochs))
     optimizer_state = None
     if resume_path.is_file():
-        progress, model_state, optimizer_state = _Progress.load(resume_path, device)
+        progress, model_state, optimizer_state = ResumeState.load(resume_path, device)
         broken = checkpoint_damage(layout, name, progress.checkpoints)
         if broken:  # a checkpoint before the resume point would never be rewritten: start over
             _log.warning("run %s: %s; training it again from its initialization", name, broken)
             resume_path.unlink()
             redone = broken
-            progress, model_state = _Progress(phase=phase_at(run, 1, config.epochs)), model.state_dict()
+            progress, model_state = ResumeState(phase=phase_at(run, 1, config.epochs)), model.state_dict()
             optimizer_state = None
         try:
             model.load_state_dict(model_state)
         except RuntimeError as error:
             reason = (str(error).splitlines() or [""])[0][:120]
-            raise LossurfError(f"resume state {resume_path} is corrupted ({reason}); {_RESUME_FIX}") from None
+            raise LossurfError(f"resume state {resume_path} is corrupted ({reason}); {RESUME_FIX}") from None
     optimizer = build_optimizer(run, progress.phase, list(model.parameters()))
     if optimizer_state is not None:
         try:
             optimizer.load_state_dict(optimizer_state)
         except (ValueError, KeyError, TypeError, RuntimeError) as error:
             raise LossurfError(
-                f"resume state {resume_path} is corrupted (optimizer state: {error}); {_RESUME_FIX}"
+                f"resume state {resume_path} is corrupted (optimizer state: {error}); {RESUME_FIX}"
             ) from None
     if progress.threads is None:
         progress.threads = torch.get_num_threads()  # what cpu_threads chose for this start
@@ -515,7 +380,7 @@ def train_run(
             optimizer = build_optimizer(run, phase, list(model.parameters()))
         order = epoch_order(seed, epoch, n_train)
         digest = order_hash(order)
-        orders = _check_order(layout, seed, epoch, digest, orders)
+        orders = check_order(layout, seed, epoch, digest, orders)
         began = time.perf_counter()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             # Dropout masks depend only on (seed, run, epoch): resuming replays them exactly.
