@@ -442,17 +442,19 @@ def _worker(rank: int, steps: int, device: str, barrier, queue) -> None:
         queue.put((rank, 0.0, 0.0, f"{type(error).__name__}: {error}"))
 
 
-def processes_throughput(n: int, steps: int, device: str) -> float:
-    """Examples per second of ``n`` processes each training ``steps`` minibatches at once."""
+def processes_throughput(n: int, steps: int, device: str, timeout: float = 240.0) -> float:
+    """Examples per second of ``n`` processes each training ``steps`` minibatches at once;
+    workers not done within ``timeout`` seconds (a hung MPS client, say) are killed."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(n), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(r, steps, device, barrier, queue)) for r in range(n)]
     for p in procs:
         p.start()
     results = []
+    deadline = time.monotonic() + timeout
     try:
         for _ in range(n):
-            results.append(queue.get(timeout=240))
+            results.append(queue.get(timeout=max(1.0, deadline - time.monotonic())))
     finally:
         for p in procs:
             p.join(timeout=10)
@@ -510,7 +512,7 @@ def concurrency(device: torch.device, quick: bool, budget: Budget, n: int) -> di
     for label, count in (("1 process", 1), (f"{n} processes", n)):
         if not budget.allows(45, label):
             return result
-        result[label] = processes_throughput(count, steps, str(device))
+        result[label] = processes_throughput(count, steps, str(device), timeout=budget.left())
         print(f"  {label}: {result[label]:,.0f} examples/s", flush=True)
     result["gain"] = result[f"{n} processes"] / result["1 process"]
     print(f"  {n} processes give {result['gain']:.2f}x the throughput of one")
@@ -530,7 +532,8 @@ def concurrency(device: torch.device, quick: bool, budget: Budget, n: int) -> di
         try:
             subprocess.run([mps, "-d"], env=env, check=True, timeout=20)
             os.environ.update({k: env[k] for k in ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")})
-            result[f"{n} processes, MPS"] = processes_throughput(n, steps, str(device))
+            result[f"{n} processes, MPS"] = processes_throughput(n, steps, str(device),
+                                                                timeout=budget.left())
             result["mps gain"] = result[f"{n} processes, MPS"] / result["1 process"]
             print(f"  {n} processes under MPS: {result[f'{n} processes, MPS']:,.0f} examples/s, "
                   f"{result['mps gain']:.2f}x one")
