@@ -14,8 +14,9 @@ seconds (default 290), it prints:
    fp32 matrix rate (forward FLOPs counted by ``torch.utils.flop_counter``); and the error
    against float64 of ``fp32``, ``tf32`` and ``bf16`` on a line between two anchors.
 3. **Training**: one epoch of the ``cifar10`` preset's NIN (batch 128, flip augmentation, SGD,
-   TF32 as the preset trains) through ``lossurf.train_experiment`` against a bare PyTorch loop
-   doing the same work with the data already on the device; and the evaluation time per epoch.
+   TF32 as the preset trains) of ``lossurf.train.train_epoch`` against a bare PyTorch loop with
+   the data already on the device, the same minibatch order and the same flips
+   (``benchmarks/train_overhead.py``'s comparison); and the engine's evaluation time per epoch.
 4. **Runs at once**: the training throughput of N worker processes sharing the device (what
    ``lossurf train --jobs N`` does) against one, timed between a barrier and the last step; with
    NVIDIA MPS too where ``nvidia-cuda-mps-control`` exists; and, for comparison, N models
@@ -55,6 +56,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))  # run from a checkout without installing
 sys.path.insert(0, str(HERE))
 
+from train_overhead import cifar_shaped, compare_epochs, timed  # noqa: E402 - needs the path
+
 #: What a GPU machine that has PyTorch, numpy, pandas, scikit-learn, matplotlib, typer, rich,
 #: PyYAML and safetensors still needs: the pins of requirements.lock (xarray for pandas>=2.2,
 #: typing_extensions for pydantic), for CPython 3.12 on x86-64.
@@ -87,14 +90,6 @@ class Budget:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
 
 
 def strict_fp32(on: bool = True) -> None:
@@ -325,50 +320,6 @@ def nin_spec():
     return ModelSpec(name="nin", options={"batch_norm": True, "num_classes": 10, "in_channels": 3})
 
 
-def cifar_like(n_train: int, n_test: int, device: torch.device | str = "cpu"):
-    """A CIFAR-shaped data set (normalized random images, 10 classes) with the preset's
-    augmentation (flips only)."""
-    from lossurf.config import DataSpec
-    from lossurf.data.base import Dataset
-    from lossurf.data.cifar10 import augmentation
-
-    g = torch.Generator().manual_seed(0)
-    return Dataset(
-        name="cifar-like", task="classification",
-        train_x=torch.randn(n_train, 3, 32, 32, generator=g).to(device),
-        train_y=torch.randint(0, 10, (n_train,), generator=g).to(device),
-        test_x=torch.randn(n_test, 3, 32, 32, generator=g).to(device),
-        test_y=torch.randint(0, 10, (n_test,), generator=g).to(device),
-        num_classes=10,
-        augment=augmentation(DataSpec(name="cifar10", augment={"flip": True, "crop": False})),
-    )
-
-
-def bare_epochs(dataset, device: torch.device, epochs: int, batch: int = 128) -> list[float]:
-    """Seconds per epoch of a bare PyTorch loop: data on the device, device-side flips."""
-    from lossurf.models import build
-
-    model = build(nin_spec(), seed=0).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x, y = dataset.train_x.to(device), dataset.train_y.to(device)
-    n = len(x)
-    out = []
-    for _ in range(epochs):
-        def epoch() -> None:
-            order = torch.randperm(n, device=device)
-            for start in range(0, n, batch):
-                index = order[start:start + batch]
-                xb = x[index]
-                flip = torch.rand(len(index), device=device) < 0.5
-                xb = torch.where(flip[:, None, None, None], xb.flip(3), xb)
-                loss = F.cross_entropy(model(xb), y[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-        out.append(timed(epoch, device))
-    return out
-
-
 def lossurf_epochs(dataset, device: torch.device, epochs: int, eval_subset: int) -> dict:
     """Per-epoch training, evaluation and checkpoint seconds of ``lossurf.train_experiment``."""
     from lossurf.config import parse_config
@@ -394,19 +345,18 @@ def lossurf_epochs(dataset, device: torch.device, epochs: int, eval_subset: int)
 
 
 def training(device: torch.device, quick: bool, budget: Budget) -> dict:
+    """A NIN epoch of ``train_epoch`` against the bare loop (``train_overhead.compare_epochs``:
+    the same order and flips, interleaved), and the engine's evaluation time per epoch."""
     n_train = 512 if quick else 50_000
-    dataset = cifar_like(n_train, 256 if quick else 10_000)
-    strict_fp32(False)  # TF32 as the preset trains (lossurf's training default) and torch's default
-    epochs = 2 if quick else 3
-    bare = bare_epochs(dataset, device, epochs)
-    ours = lossurf_epochs(dataset, device, epochs, eval_subset=256 if quick else 10_000)
-    strict_fp32(True)
-    bare_epoch = min(bare[1:])  # the first epoch holds cuDNN's autotuning
-    our_epoch = min(ours["train"][1:]) if len(ours["train"]) > 1 else ours["train"][0]
+    dataset = cifar_shaped(n_train, "flip", n_test=256 if quick else 10_000)
+    times = compare_epochs("nin", dataset, device, optimizer="sgd", precision="tf32",
+                           repeats=2, rk=False)
+    ours = lossurf_epochs(dataset, device, 2, eval_subset=256 if quick else 10_000)
+    bare_epoch, our_epoch = min(times["bare"]), min(times["lossurf"])
     result = {"examples": n_train, "bare_epoch_s": bare_epoch, "lossurf_train_epoch_s": our_epoch,
               "ratio": our_epoch / bare_epoch,
               "eval_epoch_s": min(ours.get("eval_time", [math.nan])[1:] or [math.nan]),
-              "bare_all": bare, "lossurf_all": ours}
+              "bare_all": times["bare"], "lossurf_all": times["lossurf"], "engine": ours}
     print(f"\ntraining epoch, NIN+BN, {n_train:,} CIFAR-shaped examples, batch 128, flips, SGD, TF32:")
     print(f"  bare loop {bare_epoch:.3f} s, lossurf {our_epoch:.3f} s "
           f"({result['ratio']:.2f}x the bare loop); lossurf's evaluation "
@@ -426,7 +376,7 @@ def _worker(rank: int, steps: int, device: str, barrier, queue) -> None:
 
         dev = torch.device(device)
         strict_fp32(False)
-        dataset = cifar_like(max(steps, 10) * 128, 16)
+        dataset = cifar_shaped(max(steps, 10) * 128, "flip", n_test=16)
         model = build(nin_spec(), seed=rank).to(dev)
         optimizer = optim.build("sgd", list(model.parameters()), lr=0.1)
         warm = torch.arange(10 * 128)

@@ -35,13 +35,14 @@ from lossurf.precision import precision_context
 from lossurf.train import batch_sizes, derive_seed, epoch_order, train_epoch
 
 
-def cifar_shaped(n: int, augment: str, seed: int = 0) -> Dataset:
-    """``n`` random standardized 3x32x32 images with 10 classes (CIFAR-10's shapes)."""
+def cifar_shaped(n: int, augment: str, seed: int = 0, n_test: int = 1024) -> Dataset:
+    """``n`` random standardized 3x32x32 images with 10 classes (CIFAR-10's shapes); the test
+    set is the first ``n_test`` of them."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, 32, 32, generator=generator)
     y = torch.randint(0, 10, (n,), generator=generator)
     aug = {"none": None, "flip": CropFlip(crop=False), "crop-flip": CropFlip()}[augment]
-    return Dataset("cifar-shaped", "classification", x, y, x[:1024], y[:1024], 10, augment=aug)
+    return Dataset("cifar-shaped", "classification", x, y, x[:n_test], y[:n_test], 10, augment=aug)
 
 
 def bare_epoch(model, optimizer, x, y, order, flips, batch_size, crop) -> float:
@@ -108,6 +109,54 @@ def full_engine_epoch(model_name: str, batch_size: int, epochs: int, device: str
     return statistics.median(times)
 
 
+def compare_epochs(model_name: str, dataset: Dataset, device: torch.device, *,
+                   optimizer: str = "sgdm", precision: str = "tf32", batch_size: int = 128,
+                   repeats: int = 5, rk: bool = True) -> dict[str, list[float]]:
+    """Seconds of interleaved epochs (after one warm-up of each): ``bare`` (:func:`bare_epoch`,
+    the same order and augmentation numbers) and ``lossurf`` (``train_epoch``) with
+    ``optimizer``; with ``rk``, also ``sgd`` and ``rk2-heun`` epochs, for the step ratio."""
+    n = len(dataset.train_x)
+    placed = place(dataset, device)  # once per process, as the engine does
+    x, y = placed.train_x.to(device), placed.train_y.to(device)
+    crop = dataset.augment if isinstance(dataset.augment, CropFlip) and dataset.augment.crop else None
+
+    def lossurf_run(name: str, lr: float, epoch: int) -> Callable[[], object]:
+        model, opt = fresh(model_name, dataset, name, lr, device)
+        order = epoch_order(0, epoch, n)
+        return lambda: train_epoch(model, opt, dataset, order, batch_size, device=device,
+                                   augment_seed=derive_seed("augment", 0, epoch), placed=placed,
+                                   precision=precision)
+
+    def bare_run(epoch: int) -> Callable[[], object]:
+        model, opt = fresh(model_name, dataset, optimizer, 0.01, device)
+        order = epoch_order(0, epoch, n).to(device)
+        flips = None
+        if dataset.augment is not None:  # the same numbers, drawn the same way, on the device
+            params = dataset.augment.draw(batch_sizes(n, batch_size),
+                                          torch.Generator().manual_seed(derive_seed("augment", 0, epoch)))
+            flips = params.to(device) if crop is not None else params[:, 2].bool().to(device)
+
+        def run() -> float:
+            with precision_context("tf32" if precision == "tf32" else "fp32", device):
+                if precision == "bf16":
+                    with torch.autocast(device.type, dtype=torch.bfloat16):
+                        return bare_epoch(model, opt, x, y, order, flips, batch_size, crop)
+                return bare_epoch(model, opt, x, y, order, flips, batch_size, crop)
+        return run
+
+    # Warm-up (cuDNN autotuning, allocator, placement) of both, then interleaved repetitions.
+    timed(bare_run(1), device)
+    timed(lossurf_run(optimizer, 0.01, 1), device)
+    out: dict[str, list[float]] = {"bare": [], "lossurf": [], "sgd": [], "rk2-heun": []}
+    for r in range(repeats):
+        out["bare"].append(timed(bare_run(r + 1), device))
+        out["lossurf"].append(timed(lossurf_run(optimizer, 0.01, r + 1), device))
+        if rk:
+            out["sgd"].append(timed(lossurf_run("sgd", 0.01, r + 1), device))
+            out["rk2-heun"].append(timed(lossurf_run("rk2-heun", 0.02, r + 1), device))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -128,43 +177,12 @@ def main() -> None:
     dataset = cifar_shaped(args.examples or (50_000 if gpu else 2048), args.augment)
     n = len(dataset.train_x)
     steps = -(-n // args.batch_size)
-    placed = place(dataset, device)  # once per process, as the engine does
-    x, y = placed.train_x.to(device), placed.train_y.to(device)
-    crop = dataset.augment if isinstance(dataset.augment, CropFlip) and dataset.augment.crop else None
-
-    def lossurf_run(name: str, lr: float, epoch: int) -> Callable[[], object]:
-        model, opt = fresh(model_name, dataset, name, lr, device)
-        order = epoch_order(0, epoch, n)
-        return lambda: train_epoch(model, opt, dataset, order, args.batch_size, device=device,
-                                   augment_seed=derive_seed("augment", 0, epoch), placed=placed,
-                                   precision=args.precision)
-
-    def bare_run(epoch: int) -> Callable[[], object]:
-        model, opt = fresh(model_name, dataset, args.optimizer, 0.01, device)
-        order = epoch_order(0, epoch, n).to(device)
-        flips = None
-        if dataset.augment is not None:  # the same numbers, drawn the same way, on the device
-            params = dataset.augment.draw(batch_sizes(n, args.batch_size),
-                                          torch.Generator().manual_seed(derive_seed("augment", 0, epoch)))
-            flips = params.to(device) if crop is not None else params[:, 2].bool().to(device)
-
-        def run() -> float:
-            with precision_context("tf32" if args.precision == "tf32" else "fp32", device):
-                if args.precision == "bf16":
-                    with torch.autocast(device.type, dtype=torch.bfloat16):
-                        return bare_epoch(model, opt, x, y, order, flips, args.batch_size, crop)
-                return bare_epoch(model, opt, x, y, order, flips, args.batch_size, crop)
-        return run
-
-    # Warm-up (cuDNN autotuning, allocator, placement) of both, then interleaved repetitions.
-    timed(bare_run(1), device)
-    timed(lossurf_run(args.optimizer, 0.01, 1), device)
-    bare, engine, base_step, rk_step = [], [], [], []
-    for r in range(args.repeats):
-        bare.append(timed(bare_run(r + 1), device))
-        engine.append(timed(lossurf_run(args.optimizer, 0.01, r + 1), device))
-        base_step.append(timed(lossurf_run("sgd", 0.01, r + 1), device) / steps)
-        rk_step.append(timed(lossurf_run("rk2-heun", 0.02, r + 1), device) / steps)
+    times = compare_epochs(model_name, dataset, device, optimizer=args.optimizer,
+                           precision=args.precision, batch_size=args.batch_size,
+                           repeats=args.repeats)
+    bare, engine = times["bare"], times["lossurf"]
+    base_step = [t / steps for t in times["sgd"]]
+    rk_step = [t / steps for t in times["rk2-heun"]]
     med = statistics.median
     name = torch.cuda.get_device_name(device) if gpu else f"CPU, {args.threads} thread(s)"
     print(f"{name}: {model_name}, {n} CIFAR-shaped images, batch {args.batch_size}, "
