@@ -125,6 +125,12 @@ def _run_task(fn_box: list, item: Any, threads: int) -> tuple[Any, float, float,
     # A worker evaluates with as many torch threads as CPUs its task reserved: more would
     # oversubscribe the node's cores shared with the other tasks.
     torch.set_num_threads(threads)
+    return timed_call(fn, item)
+
+
+def timed_call(fn: Callable[[Any], Any], item: Any) -> tuple[Any, float, float, int]:
+    """``(fn(item), wall and CPU seconds inside fn, this process's pid)``: what a worker of
+    any backend reports for one item (the driver adds it to its :class:`MapStats`)."""
     began, cpu = time.perf_counter(), time.process_time()
     result = fn(item)
     return result, time.perf_counter() - began, time.process_time() - cpu, os.getpid()

@@ -38,6 +38,7 @@ import time
 import traceback
 from typing import Any
 
+from lossurf.backends import timed_call
 from lossurf.errors import LossurfError
 from lossurf.threads import THREADS_ENV
 
@@ -123,7 +124,6 @@ def worker_main(conn: Any) -> None:
     torch.set_num_threads(threads)
     fn: Any = None
     current: Any = None
-    pid = os.getpid()
     while True:
         try:
             message = conn.recv_bytes()
@@ -133,9 +133,7 @@ def worker_main(conn: Any) -> None:
             map_id, blob, index, item = pickle.loads(message)
             if map_id != current:
                 fn, current = pickle.loads(blob), map_id
-            began, cpu = time.perf_counter(), time.process_time()
-            result = fn(item)
-            reply = ("ok", index, (result, time.perf_counter() - began, time.process_time() - cpu, pid))
+            reply = ("ok", index, timed_call(fn, item))
             data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
             current = None  # a failed unpickle leaves no function: the next map resends it
