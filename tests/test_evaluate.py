@@ -243,3 +243,28 @@ def test_a_relu_on_a_view_of_the_inputs_never_writes_into_them(share):
     assert torch.equal(ev.x, x0) and torch.equal(x, x0)
     loss, _ = naive_metrics(model, anchors, COEFFS, x, data.y)
     np.testing.assert_allclose(got["loss"], loss, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_sums_match_float64_cross_entropy_argmax_and_softmax_distance():
+    """The batch sums (logsumexp - picked logit, one max for the prediction) against float64
+    cross-entropy, argmax and softmax, at K points, with exact ties and a reference."""
+    from lossurf.surface.evaluate import _batch_sums
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(4, 300, 10, generator=g) * 6
+    logits[:, :20] = 1.5  # rows of equal logits: the prediction must be argmax's (index 0)
+    logits[1, 20:40, 3:5] = 50.0  # a tie between two large logits: index 3 wins
+    y = torch.randint(0, 10, (300,), generator=g)
+    ref_logits = torch.randn(300, 10, generator=g)
+    ref = (F.softmax(ref_logits, dim=-1), ref_logits.argmax(-1))
+    got = _batch_sums(logits, y, ref).numpy()
+    wide = logits.double()
+    for k in range(4):
+        assert got[k, 0] == pytest.approx(F.cross_entropy(wide[k], y, reduction="sum").item(),
+                                          rel=1e-6)
+        pred = wide[k].argmax(-1)
+        assert got[k, 1] == (pred == y).sum().item()
+        dist = (F.softmax(wide[k], -1) - ref[0].double()).square().sum().item()
+        assert got[k, 2] == pytest.approx(dist, rel=1e-5)
+        assert got[k, 3] == (pred != ref[1]).sum().item()
+    assert (logits[1, 20:40].argmax(-1) == 3).all()

@@ -183,14 +183,18 @@ def _batch_sums(logits: torch.Tensor, y: torch.Tensor, ref: tuple | None) -> tor
     k, v = logits.shape[0], logits.shape[-1]
     flat = logits.reshape(k, -1, v).float()
     target = y.reshape(1, -1, 1).expand(k, -1, 1)
-    logp = F.log_softmax(flat, dim=-1)
-    pred = flat.argmax(-1)
+    # cross-entropy as logsumexp - picked logit, from one max over classes that also gives the
+    # prediction (its ties resolve to the first index, as argmax's): on CPU with 10 classes
+    # this is 3-4x faster than log_softmax + argmax, which vectorise poorly over 10 values
+    top, pred = flat.max(-1)
+    lse = (flat - top.unsqueeze(-1)).exp_().sum(-1).log_().add_(top)
     out = torch.zeros(k, 4, dtype=torch.float64, device=logits.device)
-    out[:, 0] = -logp.gather(2, target).squeeze(-1).sum(1, dtype=torch.float64)
+    out[:, 0] = (lse - flat.gather(2, target).squeeze(-1)).sum(1, dtype=torch.float64)
     out[:, 1] = (pred == y.reshape(1, -1)).sum(1)
     if ref is not None:
         probs, ref_pred = ref
-        out[:, 2] = (logp.exp() - probs).square().sum(-1).sum(1, dtype=torch.float64)
+        p = (flat - lse.unsqueeze(-1)).exp_()
+        out[:, 2] = (p - probs).square().sum(-1).sum(1, dtype=torch.float64)
         out[:, 3] = (pred != ref_pred).sum(1)
     return out
 
