@@ -18,6 +18,14 @@ compared with ``interpolate`` plus the statistics passes alone (timed on the eva
 statistics graph, compiled as the API compiled it). The machine's load average is printed
 before and after: on a shared machine only ratios measured within one run mean anything.
 
+A second table bounds what any implementation could reach on this machine: the matrix and
+convolution FLOPs a point needs (counted by ``torch.utils.flop_counter``: the evaluation set's
+forward, without the first layer where lossurf computes it once per anchor, plus the
+statistics pass up to the last BN layer under ``recompute``), the best rate this machine reaches
+on the model's own layers at the thread count lossurf chose (each layer timed alone, and a
+2,048-cube matrix product), each method's share of that rate, and the **ceiling**: the ratio to
+loss-landscapes if every one of those FLOPs ran at the best rate.
+
     python benchmarks/surface.py [--rounds 3] [--only W1,W3] [--quick]
 """
 
@@ -37,6 +45,7 @@ from lossurf.config import DataSpec, ModelSpec
 from lossurf.data import load
 from lossurf.models import build
 from lossurf.surface.evaluate import EvalData, Evaluator
+from lossurf.surface.fastpath import trace
 from lossurf.threads import torch_threads
 
 
@@ -101,6 +110,72 @@ def stats_seconds(model, data: EvalData, anchors, attrs: dict) -> float:
     return best
 
 
+def _conv_linear_inputs(model, x: torch.Tensor) -> list[tuple[torch.nn.Module, torch.Tensor]]:
+    """Each conv and linear layer of ``model`` with its input on ``x`` (eval mode)."""
+    seen: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append((m, a[0].detach().clone())))
+             for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def best_rate(model, x: torch.Tensor, threads: int) -> float:
+    """The best FLOP/s this machine reaches at ``threads`` threads on ``model``'s own conv and
+    linear layers (each timed alone on 128 examples, channels-last for convolutions, as the
+    evaluator runs them) and on a 2,048-cube matrix product."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def rate(fn) -> float:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fn()
+        fn()
+        return counter.get_total_flops() / min(_timed(fn) for _ in range(3))
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    with torch.no_grad(), torch_threads(threads):
+        rates = [rate(lambda: a @ b)]
+        for layer, inp in _conv_linear_inputs(model, x[:128]):
+            if inp.dim() == 4:
+                layer = copy.deepcopy(layer).to(memory_format=torch.channels_last)
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            rates.append(rate(lambda: layer(inp)))
+    return max(rates)
+
+
+def point_flops(model, data: EvalData, bn: str) -> tuple[float, float]:
+    """``(evaluation, statistics)`` matrix and convolution FLOPs of one point as lossurf runs
+    it: the evaluation set's forward without the first layer where the evaluator shares it (it
+    computes that layer once per anchor), and the statistics pass up to the last BN layer."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lossurf.surface.statspass import stats_graph
+
+    def flops(fn, x: torch.Tensor, n: int) -> float:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            fn(x)
+        return counter.get_total_flops() * n / len(x)
+
+    runner = Evaluator(model, data, bn=bn, compile=False)._runner("loop")
+    work = runner.work
+    evaluation = flops(work, data.x[:128], len(data.x))
+    statistics_ = 0.0
+    if runner.recompute:
+        graph = stats_graph(trace(work), runner.bns, runner.bn_batch)
+        statistics_ = flops(graph if graph is not None else work, data.bn_x[:128], len(data.bn_x))
+    if runner.should_share(3):  # as many anchors as a plane has
+        first = work.get_submodule(runner.first.layer)
+        evaluation -= flops(lambda x: first(runner.first.pre(x)), data.x[:128], len(data.x))
+        if runner.recompute:
+            statistics_ -= flops(lambda x: first(runner.first.pre(x)), data.bn_x[:128],
+                                 len(data.bn_x))
+    return evaluation, statistics_
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -111,7 +186,7 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}, usable cores: "
           f"{len(os.sched_getaffinity(0))}, torch threads (loss-landscapes): "
           f"{torch.get_num_threads()}", flush=True)
-    rows = []
+    rows, ceilings = [], []
     for key, name, spec, source, steps in workloads(args.quick):
         if key not in wanted:
             continue
@@ -143,6 +218,14 @@ def main() -> None:
         med = {label: statistics.median(t) for label, t in times.items()}
         a = attrs["recompute"]
         stats = stats_seconds(model, data, anchors, a) * points
+        rate = best_rate(model, data.x, int(a["threads"]))
+        f_eval, f_stats = point_flops(model, data, "recompute")
+        need = {"peer": f_eval, "recompute": f_eval + f_stats, "interpolate": f_eval}
+        share = {label: need[label] * points / med[label] / rate for label in need}
+        ceilings.append((key, (f_eval + f_stats) / 1e9, f_stats / 1e9, rate / 1e9,
+                         share["peer"], share["recompute"], share["interpolate"],
+                         med["peer"] * rate / (points * (f_eval + f_stats)),
+                         med["peer"] * rate / (points * f_eval)))
         rows.append((key, name, points, points / med["peer"], points / med["recompute"],
                      med["peer"] / med["recompute"], points / med["interpolate"],
                      med["peer"] / med["interpolate"],
@@ -159,6 +242,14 @@ def main() -> None:
     for r in rows:
         print(f"{r[0]} | {r[1]} | {r[2]} | {r[3]:.3g} | {r[4]:.3g} | {r[5]:.2f}x | {r[6]:.3g} | "
               f"{r[7]:.2f}x | {r[8]:.2f}x | {r[9]:.2f}x | {r[10]}")
+    header = ("", "GFLOP per point (default)", "of it statistics", "best rate GFLOP/s",
+              "loss-landscapes % of it", "default %", "interpolate %",
+              "ceiling of default vs peer", "ceiling of interpolate vs peer")
+    print("\n" + " | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for c in ceilings:
+        print(f"{c[0]} | {c[1]:.3g} | {c[2]:.3g} | {c[3]:.0f} | {100 * c[4]:.0f} % | "
+              f"{100 * c[5]:.0f} % | {100 * c[6]:.0f} % | {c[7]:.2f}x | {c[8]:.2f}x")
 
 
 if __name__ == "__main__":
