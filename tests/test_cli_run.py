@@ -37,3 +37,20 @@ def test_demo_runs_every_recipe_and_writes_the_report(tmp_path, capsys):
     for recipe in ("optimizers", "restarts", "switching", "batchnorm", "init", "runge-kutta", "beyond",
                    "report", "total"):
         assert recipe in printed
+
+
+def test_demo_jobs_reach_the_recipes_and_a_bad_count_exits_2(tmp_path, cli, monkeypatch):
+    import lossurf.demo
+
+    code, _, err = cli("demo", "--out", tmp_path / "d", "--jobs", "0", "--no-progress")
+    assert code == 2 and "--jobs must be at least 1, got 0" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # refused before anything is written
+    seen = {}
+
+    def fake_run_all(preset, out, progress=True, jobs=1):
+        seen["jobs"] = jobs
+        raise KeyboardInterrupt  # stop before the report; the CLI says how to resume
+
+    monkeypatch.setattr(lossurf.demo, "run_all", fake_run_all)
+    code, _, err = cli("demo", "--out", tmp_path / "d", "--jobs", "3", "--no-progress")
+    assert seen == {"jobs": 3} and code == 130 and "run the same command again" in err

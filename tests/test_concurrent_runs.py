@@ -285,23 +285,32 @@ def test_the_cli_refuses_jobs_with_ray(cli, tmp_path):
 
 @pytest.mark.slow
 def test_a_recipe_trains_its_runs_with_jobs_as_without(tmp_path):
-    """``lossurf run --jobs N`` reaches the recipes' training (their workers load the data)."""
+    """``lossurf run --jobs N`` reaches the recipes' training (their workers load the data),
+    and one set of workers serves every experiment: the second starts no new process."""
     from _kill_commands import RUN_PRESET
+    from lossurf.backends import ProcessBackend
     from lossurf.experiments.common import Context
     from lossurf.presets import load_preset
 
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RUN_PRESET, sort_keys=False))
     preset = load_preset(tmp_path / "tiny.yaml")
-    trained = {}
-    for jobs in (1, 2):
-        ctx = Context(preset=preset, out=tmp_path / f"out{jobs}", recipe="optimizers",
-                      progress=False, jobs=jobs)
-        config = ctx.config(methods=["sgd", "adam", "rk2-heun"], seeds=[0])
-        exp, _ = ctx.train(config, ["sgd", "adam", "rk2-heun"])
-        trained[jobs] = exp.path
-        assert all(exp.status(r)["status"] == "finished" for r in ("sgd", "adam", "rk2-heun"))
-    problems = compare_trees(trained[1], trained[2])
-    assert not problems, "\n".join(problems)
+    trained: dict = {}
+    workers = []
+    with ProcessBackend(2) as pool:
+        for backend in (None, pool):
+            ctx = Context(preset=preset, out=tmp_path / f"out{backend is None}",
+                          recipe="optimizers", progress=False, backend=backend)
+            for methods, seed in ((["sgd", "adam", "rk2-heun"], 0), (["adadelta", "adam"], 1)):
+                config = ctx.config(methods=methods, seeds=[seed])
+                exp, _ = ctx.train(config, methods)
+                trained.setdefault(seed, []).append(exp.path)
+                assert all(exp.status(r)["status"] == "finished" for r in methods)
+                if backend is not None:
+                    workers.append(pool.stats.workers)
+    assert len(workers[0]) == 2 and workers[1] <= workers[0]  # the same processes, reused
+    for seed, (alone, at_once) in trained.items():
+        problems = compare_trees(alone, at_once)
+        assert not problems, "\n".join(problems)
 
 
 def test_the_cli_names_jobs_for_the_processes_backend(cli, tmp_path):
@@ -338,3 +347,12 @@ def test_jobs_on_cuda_trains_every_run_to_the_noise_of_one_at_a_time(tmp_path):
         diff = sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in keys) ** 0.5
         norm = sum(float(a[k].double().pow(2).sum()) for k in keys) ** 0.5
         assert diff / norm < 1e-2, (run_name, diff / norm)
+
+
+def test_a_recipe_takes_jobs_or_a_backend_not_both(tmp_path):
+    from lossurf.backends import LocalBackend
+    from lossurf.experiments import run_recipe
+
+    with pytest.raises(LossurfError, match=r"pass backend= or jobs=, not both"):
+        run_recipe("init", "digits", tmp_path, progress=False, jobs=2, backend=LocalBackend())
+    assert not any(tmp_path.iterdir())  # refused before anything is written

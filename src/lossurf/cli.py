@@ -478,12 +478,14 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder."),
     progress: bool = _PROGRESS,
     preset: str = typer.Option("digits", "--preset", help="digits, or the path of a preset YAML (e.g. a smaller demo)."),
+    jobs: int = _JOBS,
 ) -> None:
     """Every recipe on the digits preset, the reproduction claims, and report.html."""
     from lossurf.demo import demo as run_demo
 
+    _check_jobs(jobs)
     with _resumable():
-        path = run_demo(out, progress=progress, preset=preset)
+        path = run_demo(out, progress=progress, preset=preset, jobs=jobs)
     typer.echo(f"report: {path}")
 
 

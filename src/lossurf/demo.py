@@ -37,7 +37,8 @@ def _record(out: Path, row: dict) -> None:
         write_json(out / "invocations.json", read_invocations(out) + [row])
 
 
-def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "digits") -> Path:
+def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "digits",
+         jobs: int = 1) -> Path:
     """Run every recipe on the ``digits`` preset, evaluate the claims, write the report.
 
     Args:
@@ -45,6 +46,8 @@ def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "di
             changed.
         progress: print progress and the wall time of each recipe.
         preset: another preset (name, path or ``Preset``) for a demo of other data.
+        jobs: runs trained at once, each in its own worker process (1: one after the other);
+            the results are the same.
 
     Returns:
         The path of ``report.html``.
@@ -56,7 +59,7 @@ def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "di
     row: dict[str, Any] = {"command": _command(out, preset), "started": started,
                            "finished": False}
     try:
-        results = run_all(preset, out, progress=progress)
+        results = run_all(preset, out, progress=progress, jobs=jobs)
         row.update(finished=True, recipes={r.recipe: r.wall_time for r in results})
     finally:
         # an interrupted process is recorded too: its time counts in the total after a resume

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lossurf import models
+from lossurf.backends import Backend
 from lossurf.config import ExperimentConfig, InitSpec, RunSpec, SwitchSpec
 from lossurf.engine import cpu_threads, train_experiment
 from lossurf.errors import LossurfError
@@ -54,8 +55,9 @@ class Context:
     data_dir: Path | None = None
     progress: bool = True
     lrs: dict[str, float] = field(default_factory=dict)
-    #: Runs trained at once in worker processes (``train_experiment(jobs=...)``).
-    jobs: int = 1
+    #: Where runs train: None here, one after the other; a backend (the worker processes of
+    #: ``--jobs N``, kept across every experiment of the recipes) trains several at once.
+    backend: Backend | None = None
     _data: dict[str, Any] = field(default_factory=dict)
     _models: dict[str, Any] = field(default_factory=dict)
 
@@ -157,10 +159,10 @@ class Context:
         report = _printer(config.name) if self.progress else None
         # Worker processes load the data from its files themselves: sending the loaded data
         # set to each of them would cost more (a pickled copy per worker).
-        dataset = self.dataset(config) if self.jobs == 1 else None
+        dataset = self.dataset(config) if self.backend is None else None
         train_experiment(config, path, runs=wanted, report=report, dataset=dataset,
                          command=f"lossurf run {self.recipe} --preset {self.preset.name}",
-                         jobs=self.jobs)
+                         backend=self.backend)
         return load_experiment(path), self.rel(path)
 
     def dataset(self, config: ExperimentConfig) -> Any:
