@@ -150,7 +150,10 @@ def _fresh_layer(layer: nn.Module, channels_last: bool) -> nn.Module:
 
     new = copy.copy(layer)
     new._parameters = dict(layer._parameters)  # type: ignore[assignment]
-    fmt = torch.channels_last if channels_last and layer.weight.dim() == 4 else torch.contiguous_format
+    # the layer's own order: channels-last, except for a layer that runs in NCHW
+    last = (channels_last and layer.weight.dim() == 4
+            and layer.weight.is_contiguous(memory_format=torch.channels_last))
+    fmt = torch.channels_last if last else torch.contiguous_format
     new.weight = nn.Parameter(torch.empty_like(layer.weight, memory_format=fmt), requires_grad=False)
     new.bias = nn.Parameter(layer.weight.new_empty(layer.weight.shape[0]), requires_grad=False)
     return new

@@ -79,13 +79,22 @@ def _set(module: nn.Module, key: str, value: torch.Tensor) -> None:
         setattr(target, leaf, value)
 
 
-class _Layout:
-    """Where each combined tensor lives in the flat ``[D]`` vector."""
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook of a convolution that runs in NCHW (see :mod:`.layouts`)."""
+    return (args[0].contiguous(),) + args[1:]
 
-    def __init__(self, model: nn.Module, keys: list[str], channels_last: bool) -> None:
+
+class _Layout:
+    """Where each combined tensor lives in the flat ``[D]`` vector (4-D tensors in
+    channels-last order, except those of the layers in ``nchw``)."""
+
+    def __init__(self, model: nn.Module, keys: list[str], channels_last: bool,
+                 nchw: frozenset[str] = frozenset()) -> None:
         state = model.state_dict(keep_vars=True)
-        self.keys, self.channels_last = keys, channels_last
+        self.keys = keys
         self.shapes = [tuple(state[k].shape) for k in keys]
+        self.last = [channels_last and len(shape) == 4 and k.rpartition(".")[0] not in nchw
+                     for k, shape in zip(keys, self.shapes)]
         sizes = [state[k].numel() for k in keys]
         self.offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
 
@@ -98,7 +107,7 @@ class _Layout:
         m = torch.empty(len(anchors), self.size, device=device)
         for a, sd in enumerate(anchors):
             for i, k in enumerate(self.keys):
-                m[a, self.offsets[i]: self.offsets[i + 1]] = _physical(sd[k], self.channels_last)
+                m[a, self.offsets[i]: self.offsets[i + 1]] = _physical(sd[k], self.last[i])
         return m
 
     def view(self, flat: torch.Tensor, i: int) -> torch.Tensor:
@@ -106,7 +115,7 @@ class _Layout:
         lead = flat.shape[:-1]
         part = flat[..., self.offsets[i]: self.offsets[i + 1]]
         shape = self.shapes[i]
-        if self.channels_last and len(shape) == 4:
+        if self.last[i]:
             o, c, h, w = shape
             return part.view(*lead, o, h, w, c).movedim(-1, len(lead) + 1)
         return part.view(*lead, *shape)
@@ -161,23 +170,28 @@ class LoopRunner:
 
     def __init__(self, model: nn.Module, policy: str, device: torch.device, x: torch.Tensor,
                  bn_x: torch.Tensor | None, batch_size: int, bn_batch_size: int, *,
-                 channels_last: bool, fold_bn: bool) -> None:
+                 channels_last: bool, fold_bn: bool, nchw: frozenset[str] = frozenset()) -> None:
         self.policy, self.device = policy, device
         self.work = work = _internal_copy(model, device)
         self.bns = batchnorm_modules(work)
         if policy == "batch":
             use_batch_statistics(self.bns)
         self.channels_last = channels_last and x.dim() == 4
+        self.nchw = nchw if self.channels_last else frozenset()
         if self.channels_last:
             work.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
             bn_x = None if bn_x is None else bn_x.contiguous(memory_format=torch.channels_last)
+            # a hook, not a graph edit: it reaches every graph built from ``work`` (evaluation,
+            # statistics, train-mode modules) and the folded copies of these layers
+            for name in self.nchw:
+                work.get_submodule(name).register_forward_pre_hook(_contiguous_input)
         self.x, self.bn_x = x, bn_x
         self.eval_slices = batches(len(x), batch_size)
         self.recompute = policy == "recompute" and bool(self.bns)
         self.bn_slices = batches(len(bn_x), bn_batch_size) if self.recompute else []
         self.bn_batch = bn_batch_size
-        self.layout = _Layout(work, combined_keys(work, policy), self.channels_last)
+        self.layout = _Layout(work, combined_keys(work, policy), self.channels_last, self.nchw)
         self.flat = torch.zeros(self.layout.size, device=device)
         for i, k in enumerate(self.layout.keys):  # the copy's tensors become views of ``flat``
             _set(work, k, self.layout.view(self.flat, i))
