@@ -56,7 +56,7 @@ from lossurf.objective import LossFn, user_loss_sum
 from lossurf.precision import check_precision, precision_context
 from lossurf.surface.batchnorm import BN_POLICIES, BNPolicy, batchnorm_modules
 from lossurf.surface.fastpath import compiler_available
-from lossurf.surface.layouts import nchw_layers
+from lossurf.surface.layouts import MARGIN, nchw_layers
 from lossurf.surface.runners import LoopRunner, VmapRunner
 from lossurf.threads import (
     env_threads,
@@ -99,11 +99,12 @@ TIME_MIN_POINTS, TIME_POINTS = 1024, 16
 #: grids of at least this many points time each count (a warm-up and a timed pass each; the
 #: loop times a sample of a point: one statistics call and one evaluation batch).
 THREADS_TIME_MIN_POINTS = 8
-#: Timing the memory format of each 2-D convolution (:mod:`lossurf.surface.layouts`) costs
-#: about 8 forward passes of one evaluation batch; grids that evaluate at least this many
-#: batches (points x batches per point) repay it when the timed layouts save an eighth or more
-#: (measured on 2 cores: 5-15 % less time per point for a VGG at width 0.5, 25 % at width 1).
-LAYOUTS_TIME_MIN_BATCHES = 64
+#: Timing the memory format of each 2-D convolution (:mod:`lossurf.surface.layouts`), then a
+#: sample of a point with and without the layers found faster in NCHW, costs about 16 forward
+#: passes of one evaluation batch; grids that evaluate at least this many batches (points x
+#: batches per point) repay it when the layouts save an eighth or more (measured on 2 cores:
+#: 5-15 % less time per point for a VGG at width 0.5, 25 % at width 1).
+LAYOUTS_TIME_MIN_BATCHES = 128
 #: CPU batch-size targets. A batch should hold about CPU_BATCH_VALUES values of its largest
 #: activation, between CPU_BATCH and CPU_DENSE_BATCH examples: every batch pays a fixed cost
 #: (per-layer calls, thread start-up) that dominates small activations, while large ones must
@@ -385,12 +386,15 @@ class Evaluator:
         if self.choice.strategy == "vmap":
             self.points_per_pass = self.choice.k
         self._plan_threads(anchors, c, previous.get("threads"))
-        self._plan_layouts(len(c), previous, resumed)
+        self._plan_layouts(anchors, c, previous, resumed)
         return self.provenance
 
-    def _plan_layouts(self, points: int, previous: Mapping[str, object], resumed: bool) -> None:
+    def _plan_layouts(self, anchors, c: torch.Tensor, previous: Mapping[str, object],
+                      resumed: bool) -> None:
         """Which 2-D convolutions the CPU loop runs in NCHW: the resumed store's, none, or
-        those that time faster in NCHW on one evaluation batch (:mod:`.layouts`)."""
+        those that time faster in NCHW alone (:mod:`.layouts`) when a sample of a point then
+        also runs faster with them in NCHW (a layout change has costs beyond the layer)."""
+        points = len(c)
         chosen: frozenset[str] = frozenset()
         recorded = previous.get("nchw_layers")
         if isinstance(recorded, (list, tuple)) and all(isinstance(n, str) for n in recorded):
@@ -408,8 +412,8 @@ class Evaluator:
             reason = f"not timed: a grid of fewer than {LAYOUTS_TIME_MIN_BATCHES} batches"
         else:
             with torch_threads(self.threads or torch.get_num_threads()):
-                chosen = frozenset(nchw_layers(self._model, self.x[: self.batch_size]))
-            reason = f"timed each 2-D convolution in both layouts on {self.batch_size} inputs"
+                faster = frozenset(nchw_layers(self._model, self.x[: self.batch_size]))
+                chosen, reason = self._verified_layouts(anchors, c[:1], faster)
         self.layouts_reason = reason
         if chosen != self._nchw:
             self._nchw = chosen
@@ -438,28 +442,53 @@ class Evaluator:
             self.threads, self.threads_reason = guess, rule
             return
         block = c[: self.choice.k]
-        runner = self._runner(self.strategy)
-
-        def one_pass() -> None:
-            # eager: torch.compile guards on the thread count, so timing a compiled forward
-            # at a second count would time a recompilation
-            runner.sample = isinstance(runner, LoopRunner)
-            try:
-                with precision_context(self.precision, self.device):
-                    self._evaluate_with(self.strategy, anchors, block, False, None, None)
-            finally:
-                runner.sample = False
-
         timings = {}
         for n in (guess, usable):
             with torch_threads(n):
-                one_pass()  # warm-up: preparation, allocation
-                start = clock()
-                one_pass()
-                timings[n] = clock() - start
+                self._sample_pass(anchors, block)  # warm-up: preparation, allocation
+                timings[n] = self._sample_pass(anchors, block)
         self.threads = min(timings, key=timings.get)
         self.threads_reason = f"timed ({rule}): " + ", ".join(
             f"{n} threads {t:.3g} s/pass" for n, t in timings.items())
+
+    def _verified_layouts(self, anchors, block: torch.Tensor,
+                          faster: frozenset[str]) -> tuple[frozenset[str], str]:
+        """``faster`` (layers faster in NCHW alone) if a sample of a point runs faster with
+        them in NCHW than with none, by :data:`~lossurf.surface.layouts.MARGIN`; else none."""
+        if not faster:
+            return faster, "timed: every 2-D convolution is as fast channels-last"
+        timings: dict[frozenset[str], float] = {}
+        for _ in range(2):  # interleaved, so that a burst of load hits both
+            for option in (frozenset(), faster):
+                self._nchw = option
+                self._runners.pop("loop", None)
+                if option not in timings:
+                    self._sample_pass(anchors, block)  # warm-up: preparation, allocation
+                seconds = self._sample_pass(anchors, block)
+                timings[option] = min(timings.get(option, seconds), seconds)
+        self._nchw = frozenset()
+        self._runners.pop("loop", None)
+        ratio = timings[faster] / timings[frozenset()]
+        keep = ratio <= MARGIN
+        return (faster if keep else frozenset(),
+                f"timed: {len(faster)} 2-D convolutions faster in NCHW alone; a sample of a "
+                f"point took {ratio:.2f}x the time with them in NCHW"
+                + ("" if keep else ", not enough to switch"))
+
+    def _sample_pass(self, anchors, block: torch.Tensor) -> float:
+        """Seconds of one pass of the planned strategy over ``block``, eager; the loop runs a
+        sample of the point (one statistics call and one evaluation batch)."""
+        runner = self._runner(self.strategy)
+        # eager: torch.compile guards on the thread count (and the layouts), so timing a
+        # compiled forward at a second setting would time a recompilation
+        runner.sample = isinstance(runner, LoopRunner)
+        try:
+            start = clock()
+            with precision_context(self.precision, self.device):
+                self._evaluate_with(self.strategy, anchors, block, False, None, None)
+            return clock() - start
+        finally:
+            runner.sample = False
 
     def _timed(self, anchors, c: torch.Tensor, largest_k: int | None = None) -> Choice:
         options, k = candidates(self.points_per_pass, largest_k), self.points_per_pass
