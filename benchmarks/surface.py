@@ -232,7 +232,7 @@ def main() -> None:
                      med["recompute"] / (med["interpolate"] + stats),
                      min(med["peer"], med["peer 1 thr"]) / med["recompute"],
                      f"{a['strategy']}, {a['threads']} thr, batch {a['batch_size']}, "
-                     f"compile {a['compile']}"))
+                     f"compile {a['compile']}, {len(a.get('nchw_layers', []))} convs in NCHW"))
     print(f"\nload average at end: {os.getloadavg()}\n")
     header = ("", "workload", "points", "loss-landscapes pts/s", "plane (default) pts/s",
               "ratio", "plane interpolate pts/s", "ratio", "recompute/(interp+stats)",

@@ -71,7 +71,7 @@ def test_values_equal_the_naive_loop_whichever_layers_run_nchw(monkeypatch, poli
     monkeypatch.setattr(Evaluator, "_verified_layouts", lambda self, a, b, faster: (faster, "timed"))
     ev = Evaluator(model, data, bn=policy, strategy="loop", share_first_layer=share,
                    batch_size=32, bn_batch_size=16, compile=False, threads=1)
-    plan = ev.plan(anchors, torch.zeros(50, 3))  # 50 points x 3 batches: timed
+    plan = ev.plan(anchors, torch.zeros(90, 3))  # 90 points x 3 batches: timed
     assert plan["nchw_layers"] == sorted(nchw) and plan["layouts_reason"].startswith("timed")
     runner = ev._runner("loop")
     for name in nchw:  # the weights the layer reads are in NCHW order
@@ -89,7 +89,7 @@ def _never(*args):
 
 @pytest.mark.parametrize("case,reason", [
     ("LOSSURF_THREADS", "LOSSURF_THREADS: channels-last throughout"),
-    ("small grid", "not timed: a grid of fewer than 128 batches"),
+    ("small grid", "not timed: a grid of fewer than 256 batches"),
     ("requested", "requested"),
     ("resumed", "resumed"),
     ("resumed old store", "resumed: channels-last throughout"),
@@ -101,7 +101,7 @@ def test_when_the_layouts_are_not_timed(monkeypatch, case, reason):
     monkeypatch.setattr(evaluate, "nchw_layers", _never)
     ev = Evaluator(model, data, batch_size=32, compile=False, threads=1,
                    channels_last=True if case == "requested" else None)
-    points = 2 if case == "small grid" else 50
+    points = 2 if case == "small grid" else 90
     previous = {"resumed": {"strategy": "loop", "strategy_k": 1, "nchw_layers": ["conv2"]},
                 "resumed old store": {"strategy": "loop", "strategy_k": 1}}.get(case)
     plan = ev.plan(anchors, torch.zeros(points, 3), previous)
@@ -118,7 +118,7 @@ def test_a_plane_records_its_layouts_and_its_resume_keeps_them(monkeypatch, tmp_
     monkeypatch.delenv("LOSSURF_THREADS")
     monkeypatch.setattr(evaluate, "nchw_layers", lambda m, x: ["conv2"])
     monkeypatch.setattr(Evaluator, "_verified_layouts", lambda self, a, b, faster: (faster, "timed"))
-    options = dict(steps=12, progress=False, bn="interpolate", batch_size=16, threads=1,
+    options = dict(steps=13, progress=False, bn="interpolate", batch_size=16, threads=1,
                    chunk_points=32)
     clean = surface.plane(model, anchors, data, **options)
     assert clean.attrs["nchw_layers"] == ["conv2"]
@@ -157,7 +157,7 @@ def test_layers_faster_alone_are_kept_only_if_a_whole_sample_is_faster(monkeypat
         return now[0]
 
     monkeypatch.setattr(evaluate, "clock", clock)
-    plan = ev.plan(anchors, torch.zeros(50, 3))
+    plan = ev.plan(anchors, torch.zeros(90, 3))
     assert plan["nchw_layers"] == (["conv2"] if kept else [])
     assert f"took {ratio:.2f}x the time" in plan["layouts_reason"]
     assert ("not enough to switch" in plan["layouts_reason"]) != kept

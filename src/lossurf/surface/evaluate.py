@@ -100,11 +100,11 @@ TIME_MIN_POINTS, TIME_POINTS = 1024, 16
 #: loop times a sample of a point: one statistics call and one evaluation batch).
 THREADS_TIME_MIN_POINTS = 8
 #: Timing the memory format of each 2-D convolution (:mod:`lossurf.surface.layouts`), then a
-#: sample of a point with and without the layers found faster in NCHW, costs about 16 forward
-#: passes of one evaluation batch; grids that evaluate at least this many batches (points x
-#: batches per point) repay it when the layouts save an eighth or more (measured on 2 cores:
-#: 5-15 % less time per point for a VGG at width 0.5, 25 % at width 1).
-LAYOUTS_TIME_MIN_BATCHES = 128
+#: sample of a point with and without the layers found faster in NCHW, costs about 20 forward
+#: passes of one batch and two rebuilds of the loop; grids of at least this many evaluation
+#: batches (points x batches per point) keep that under a tenth of their time, against a
+#: measured 5-15 % less time per point for a VGG at width 0.5 and 25 % at width 1 (2 cores).
+LAYOUTS_TIME_MIN_BATCHES = 256
 #: CPU batch-size targets. A batch should hold about CPU_BATCH_VALUES values of its largest
 #: activation, between CPU_BATCH and CPU_DENSE_BATCH examples: every batch pays a fixed cost
 #: (per-layer calls, thread start-up) that dominates small activations, while large ones must
