@@ -142,7 +142,7 @@ def test_a_plane_records_its_layouts_and_its_resume_keeps_them(monkeypatch, tmp_
     np.testing.assert_array_equal(resumed["loss"].values, clean["loss"].values)
 
 
-@pytest.mark.parametrize("ratio,kept", [(0.5, True), (MARGIN + 0.05, False)])
+@pytest.mark.parametrize("ratio,kept", [(0.5, True), (evaluate.SAMPLE_MARGIN + 0.03, False)])
 def test_layers_faster_alone_are_kept_only_if_a_whole_sample_is_faster(monkeypatch, ratio, kept):
     """A layout change costs conversions beyond the layer: the candidates found faster alone
     switch only when a sample of a point (timed here by a fake clock) is faster with them."""
