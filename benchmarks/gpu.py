@@ -347,6 +347,8 @@ def lossurf_epochs(dataset, device: torch.device, epochs: int, eval_subset: int)
 def training(device: torch.device, quick: bool, budget: Budget) -> dict:
     """A NIN epoch of ``train_epoch`` against the bare loop (``train_overhead.compare_epochs``:
     the same order and flips, interleaved), and the engine's evaluation time per epoch."""
+    if not budget.allows(40, "the training epoch (and the projection)"):
+        return {}
     n_train = 512 if quick else 50_000
     dataset = cifar_shaped(n_train, "flip", n_test=256 if quick else 10_000)
     times = compare_epochs("nin", dataset, device, optimizer="sgd", precision="tf32",
