@@ -47,7 +47,7 @@ def test_demo_jobs_reach_the_recipes_and_a_bad_count_exits_2(tmp_path, cli, monk
     assert not (tmp_path / "d").exists()  # refused before anything is written
     seen = {}
 
-    def fake_run_all(preset, out, progress=True, jobs=1):
+    def fake_run_all(preset, out, progress=True, jobs=1, on_recipe=None):
         seen["jobs"] = jobs
         raise KeyboardInterrupt  # stop before the report; the CLI says how to resume
 

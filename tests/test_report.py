@@ -232,10 +232,12 @@ def test_command_and_wall_times_over_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["/venv/bin/lossurf", "demo", "--out", "my out"])
     command = demo_module._command(tmp_path, "digits")
     assert command == "lossurf demo --out 'my out'"
-    demo_module._record(tmp_path, {"command": command, "started": "s1", "wall_time": 100.25,
-                                   "finished": False})
-    demo_module._record(tmp_path, {"command": command, "started": "s2", "wall_time": 20.5,
-                                   "finished": True})
+    demo_module._record(tmp_path, {"id": "a", "command": command, "started": "s1",
+                                   "wall_time": 100.25, "finished": False})
+    second = {"id": "b", "command": command, "started": "s2", "wall_time": 3.0, "finished": False}
+    demo_module._record(tmp_path, second)  # at its start; then it ends: the row is replaced
+    demo_module._record(tmp_path, {**second, "wall_time": 20.5, "finished": True})
+    assert len(demo_module.read_invocations(tmp_path)) == 2
     monkeypatch.setattr(sys, "argv", ["python"])
     assert demo_module._command(tmp_path, "digits").startswith("lossurf.demo(out=")
     text = write_report(tmp_path).read_text()
@@ -320,3 +322,34 @@ def test_an_interrupted_demo_records_its_time(tmp_path, monkeypatch):
     rows = demo_module.read_invocations(tmp_path / "out")
     assert len(rows) == 1 and rows[0]["finished"] is False and rows[0]["wall_time"] >= 0
     assert not (tmp_path / "out/report.html").exists()
+
+
+_KILLED_DEMO = """
+import os, signal, sys, time
+from types import SimpleNamespace
+from lossurf import demo as demo_module
+
+def run_all(preset, out, progress=True, jobs=1, on_recipe=None):
+    time.sleep(0.3)
+    on_recipe(SimpleNamespace(recipe="optimizers", wall_time=0.3))
+    os.kill(os.getpid(), signal.SIGKILL)  # no finally, no atexit: a lost machine
+
+demo_module.run_all = run_all
+demo_module.demo(sys.argv[1], progress=False)
+"""
+
+
+def test_a_killed_demo_keeps_its_time_up_to_its_last_recipe(tmp_path):
+    """SIGKILL leaves no chance to clean up: the demo's row is written at its start and after
+    each recipe, so the killed process still counts in the report's total."""
+    import subprocess
+    import sys
+
+    from lossurf import demo as demo_module
+
+    child = subprocess.run([sys.executable, "-c", _KILLED_DEMO, str(tmp_path / "out")],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, child.stderr
+    rows = demo_module.read_invocations(tmp_path / "out")
+    assert len(rows) == 1 and rows[0]["finished"] is False
+    assert rows[0]["recipes"] == {"optimizers": 0.3} and rows[0]["wall_time"] >= 0.3

@@ -12,6 +12,7 @@ import datetime
 import shlex
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ def _command(out: Path, preset: Any) -> str:
 
 
 def _record(out: Path, row: dict) -> None:
-    """Append one invocation to ``OUT/invocations.json`` (under the folder's lock)."""
+    """Write this invocation's row into ``OUT/invocations.json``: it replaces the row with its
+    ``id``, or is appended (under the folder's lock)."""
     with exclusive_lock(out, "the demo's invocation record"):
-        write_json(out / "invocations.json", read_invocations(out) + [row])
+        rows = [r for r in read_invocations(out) if r.get("id") != row["id"]]
+        write_json(out / "invocations.json", rows + [row])
 
 
 def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "digits",
@@ -56,10 +59,19 @@ def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "di
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    row: dict[str, Any] = {"command": _command(out, preset), "started": started,
-                           "finished": False}
+    row: dict[str, Any] = {"id": uuid.uuid4().hex, "command": _command(out, preset),
+                           "started": started, "finished": False, "wall_time": 0.0}
+    # recorded at the start and after each recipe, so that a process killed without a chance
+    # to clean up (SIGKILL, a lost machine) still counts with its time up to its last recipe
+    _record(out, row)
+
+    def recipe_done(result: Any) -> None:
+        row.setdefault("recipes", {})[result.recipe] = result.wall_time
+        row["wall_time"] = round(time.perf_counter() - began, 2)
+        _record(out, row)
+
     try:
-        results = run_all(preset, out, progress=progress, jobs=jobs)
+        results = run_all(preset, out, progress=progress, jobs=jobs, on_recipe=recipe_done)
         row.update(finished=True, recipes={r.recipe: r.wall_time for r in results})
     finally:
         # an interrupted process is recorded too: its time counts in the total after a resume

@@ -116,10 +116,12 @@ def run_all(
     progress: bool = True,
     recipes: list[str] | None = None,
     jobs: int = 1,
+    on_recipe: Callable[[RecipeResult], None] | None = None,
 ) -> list[RecipeResult]:
     """Run every recipe (or ``recipes``), then write ``OUT/claims.json``.
 
-    Recipes a preset leaves out (``batchnorm: null``) are skipped with a note.
+    Recipes a preset leaves out (``batchnorm: null``) are skipped with a note. ``on_recipe`` is
+    called with each recipe's result as it ends.
     """
     from lossurf.analysis.claims import evaluate_claims
 
@@ -137,5 +139,7 @@ def run_all(
                 continue
             results.append(run_recipe(name, preset, out, data_dir, lr_search, progress,
                                       backend=pool))
+            if on_recipe is not None:
+                on_recipe(results[-1])
     evaluate_claims(Path(out))
     return results
