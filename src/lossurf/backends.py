@@ -27,6 +27,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -35,7 +36,7 @@ from lossurf.errors import LossurfError
 from lossurf.reaper import descendants, reap_on_exit
 
 __all__ = ["Backend", "LocalBackend", "ProcessBackend", "RayBackend", "MapStats", "BACKENDS",
-           "make_backend"]
+           "make_backend", "runs_at_once"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -521,6 +522,24 @@ class ProcessBackend:
 BACKENDS: dict[str, Callable[..., Any]] = {
     "local": LocalBackend, "processes": ProcessBackend, "ray": RayBackend,
 }
+
+
+@contextmanager
+def runs_at_once(jobs: int, backend: Backend | None) -> Iterator[Backend | None]:
+    """Where runs train for ``jobs=`` / ``backend=`` arguments: the given backend, else ``jobs``
+    worker processes (a :class:`ProcessBackend`, closed at the end), else None (here, one after
+    the other).
+
+    Raises:
+        LossurfError: both were given.
+    """
+    if backend is not None and jobs != 1:
+        raise LossurfError("pass backend= or jobs=, not both; jobs=N is the processes backend")
+    if backend is not None or jobs == 1:
+        yield backend
+    else:
+        with ProcessBackend(jobs) as pool:
+            yield pool
 
 
 def make_backend(name: str = "local", **options: Any) -> Backend:

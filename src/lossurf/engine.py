@@ -34,7 +34,7 @@ import torch
 import yaml
 
 from lossurf import __version__, data as data_module, models
-from lossurf.backends import Backend
+from lossurf.backends import Backend, runs_at_once
 from lossurf.config import ExperimentConfig, RunSpec
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.data.placement import place
@@ -467,11 +467,7 @@ def train_experiment(
     that many runs at once, each in its own worker process on this machine
     (:class:`lossurf.backends.ProcessBackend`; see docs/concurrency.md)."""
     if jobs != 1:
-        from lossurf.backends import ProcessBackend
-
-        if backend is not None:
-            raise LossurfError("pass backend= or jobs=, not both; jobs=N is the processes backend")
-        with ProcessBackend(jobs) as pool:
+        with runs_at_once(jobs, backend) as pool:
             return train_experiment(config, out, runs=runs, report=report, dataset=dataset,
                                     command=command, backend=pool)
     out = Path(out)

@@ -9,12 +9,10 @@ anything interrupted), computes its surfaces and writes ``OUT/<recipe>/result.js
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from lossurf.backends import Backend, ProcessBackend
+from lossurf.backends import Backend, runs_at_once
 
 from lossurf.errors import LossurfError
 from lossurf.experiments import (
@@ -43,16 +41,6 @@ def _check_name(name: str) -> None:
         raise LossurfError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)} (or all)")
 
 
-@contextmanager
-def _runs_at_once(jobs: int, backend: Backend | None) -> Iterator[Backend | None]:
-    """The caller's backend, else ``jobs`` worker processes (closed at the end), else None."""
-    if backend is not None or jobs == 1:
-        yield backend
-    else:
-        with ProcessBackend(jobs) as pool:
-            yield pool
-
-
 def run_recipe(
     name: str,
     preset: str | Path | Preset,
@@ -73,12 +61,11 @@ def run_recipe(
         lr_search: pick each method's learning rate on held-out training data first.
         progress: print progress.
         jobs: runs trained at once, each in its own worker process (1: one after the other).
-        backend: where the runs train instead (e.g. a :class:`ProcessBackend` kept open across
-            recipes, as :func:`run_all` does: its workers start once, not per experiment).
+        backend: where the runs train instead (e.g. a :class:`~lossurf.backends.ProcessBackend`
+            kept open across recipes, as :func:`run_all` does: its workers start once, not per
+            experiment).
     """
     _check_name(name)
-    if backend is not None and jobs != 1:
-        raise LossurfError("pass backend= or jobs=, not both; jobs=N is the processes backend")
     preset = load_preset(preset)
     out = Path(out)
     began = time.perf_counter()
@@ -92,7 +79,7 @@ def run_recipe(
                                            progress=progress)
     if progress:
         print(f"[{name}] preset {preset.name}", flush=True)
-    with _runs_at_once(jobs, backend) as pool:
+    with runs_at_once(jobs, backend) as pool:
         ctx = Context(preset=preset, out=out, recipe=name,
                       data_dir=Path(data_dir) if data_dir else None, progress=progress, lrs=lrs,
                       backend=pool)
@@ -131,7 +118,7 @@ def run_all(
     results = []
     # one set of worker processes for every recipe: each start costs an interpreter, torch and
     # (on a GPU) a CUDA context, about 4 s on a CPU and 20 s on an H200
-    with _runs_at_once(jobs, None) as pool:
+    with runs_at_once(jobs, None) as pool:
         for name in recipes or list(RECIPES):
             if name == "batchnorm" and preset.batchnorm is None:
                 if progress:
