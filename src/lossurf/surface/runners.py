@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from lossurf.precision import no_autocast
 from lossurf.surface.batchnorm import (
+    BN_STAT_NAMES,
     StatsRecorder,
     batchnorm_modules,
     begin_recompute,
@@ -370,34 +371,28 @@ class VmapRunner:
             _load_fixed(self.batch_module, anchors[0], skip)
 
     def _stats(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each BN layer's running statistics at the K points: the mean over the statistics
+        batches of their mean and unbiased variance (``[K, C]`` each)."""
         rec = self.recorder
-        n = len(self.bn_slices)
-        if rec is None:  # the statistics graph: [K, G, C] per output, summed over G
-            def graph(p: dict[str, torch.Tensor], xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if rec is None:  # the statistics graph: several batches per call, summed over them
+            def call(p: dict[str, torch.Tensor], xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 return tuple(t.sum(0) for t in functional_call(self.stats_module, p, (xb,)))
 
-            total = None
-            for s in self.bn_calls:
-                out = torch.vmap(graph, in_dims=(0, None))(params, self.bn_x[s])
-                total = list(out) if total is None else [t + o for t, o in zip(total, out)]
-            names = list(batchnorm_modules(self.eval_module))
-            return {f"{name}.{stat}": total[2 * j + i] / n for j, name in enumerate(names)
-                    for i, stat in enumerate(("running_mean", "running_var"))}
+            calls, names = self.bn_calls, list(batchnorm_modules(self.eval_module))
+        else:  # recording hooks: one batch per call
+            def call(p: dict[str, torch.Tensor], xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                rec.records.clear()
+                functional_call(self.batch_module, p, (xb,))
+                return tuple(rec.records)
 
-        def run(p: dict[str, torch.Tensor], xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            rec.records.clear()
-            functional_call(self.batch_module, p, (xb,))
-            return tuple(rec.records)
-
+            calls, names = self.bn_slices, rec.names
         total = None
-        for s in self.bn_slices:
-            out = torch.vmap(run, in_dims=(0, None))(params, self.bn_x[s])
+        for s in calls:
+            out = torch.vmap(call, in_dims=(0, None))(params, self.bn_x[s])
             total = list(out) if total is None else [t + o for t, o in zip(total, out)]
-        buffers = {}
-        for j, name in enumerate(rec.names):
-            buffers[f"{name}.running_mean"] = total[2 * j] / n
-            buffers[f"{name}.running_var"] = total[2 * j + 1] / n
-        return buffers
+        n = len(self.bn_slices)
+        return {f"{name}.{stat}": total[2 * j + i] / n for j, name in enumerate(names)
+                for i, stat in enumerate(BN_STAT_NAMES)}
 
     def logits(self, coefficients: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(batch index, logits[K, B, ...])`` for the K points ``coefficients``."""
