@@ -288,10 +288,10 @@ class Evaluator:
         self.bn_x = None if data.bn_x is None else data.bn_x.to(self.device)
         cpu = self.device.type == "cpu"
         # batch statistics depend on the batches, so under 'batch' they keep the usual size
-        dense = not any(isinstance(m, _NOT_DENSE) for m in model.modules()) and not (
-            bn == "batch" and has_bn)
+        batch_statistics = bn == "batch" and has_bn
+        dense = not any(isinstance(m, _NOT_DENSE) for m in model.modules()) and not batch_statistics
         target = CPU_DENSE_BATCH if dense else CPU_BATCH
-        if cpu and batch_size is None and not dense and not (bn == "batch" and has_bn):
+        if cpu and batch_size is None and not dense and not batch_statistics:
             # facts from a CPU copy: the user's model is never run or mutated
             largest = model_facts(copy.deepcopy(model).cpu(), self.x[:1].cpu()).largest
             if largest:
@@ -390,11 +390,10 @@ class Evaluator:
         if self.choice.strategy == "vmap":
             self.points_per_pass = self.choice.k
         self._plan_threads(anchors, c, previous.get("threads"))
-        self._plan_layouts(anchors, c, previous, resumed)
+        self._plan_layouts(anchors, c, previous)
         return self.provenance
 
-    def _plan_layouts(self, anchors, c: torch.Tensor, previous: Mapping[str, object],
-                      resumed: bool) -> None:
+    def _plan_layouts(self, anchors, c: torch.Tensor, previous: Mapping[str, object]) -> None:
         """Which 2-D convolutions the CPU loop runs in NCHW: the resumed store's, none, or
         those that time faster in NCHW alone (:mod:`.layouts`) when a sample of a point then
         also runs faster with them in NCHW (a layout change has costs beyond the layer)."""
@@ -403,7 +402,7 @@ class Evaluator:
         recorded = previous.get("nchw_layers")
         if isinstance(recorded, (list, tuple)) and all(isinstance(n, str) for n in recorded):
             chosen, reason = frozenset(recorded), "resumed"
-        elif resumed or "strategy" in previous:  # begun before layouts were timed
+        elif "strategy" in previous:  # a store begun before layouts were timed
             reason = "resumed: channels-last throughout"
         elif not self._layouts_auto:
             reason = "requested" if self.device.type == "cpu" else "not a CPU"
@@ -419,9 +418,13 @@ class Evaluator:
                 faster = frozenset(nchw_layers(self._model, self.x[: self.batch_size]))
                 chosen, reason = self._verified_layouts(anchors, c[:1], faster)
         self.layouts_reason = reason
-        if chosen != self._nchw:
-            self._nchw = chosen
-            self._runners.pop("loop", None)  # rebuilt with these layouts on first use
+        self._use_layouts(chosen)
+
+    def _use_layouts(self, nchw: frozenset[str]) -> None:
+        """Run the layers ``nchw`` in NCHW from now on (the loop is rebuilt on first use)."""
+        if nchw != self._nchw:
+            self._nchw = nchw
+            self._runners.pop("loop", None)
 
     def _plan_threads(self, anchors, c: torch.Tensor, previous: object) -> None:
         """The thread count for the grid: given, ``LOSSURF_THREADS``, the resumed store's, the
@@ -464,14 +467,12 @@ class Evaluator:
         timings: dict[frozenset[str], float] = {}
         for _ in range(3):  # interleaved, so that a burst of load hits both
             for option in (frozenset(), faster):
-                self._nchw = option
-                self._runners.pop("loop", None)
+                self._use_layouts(option)
                 if option not in timings:
                     self._sample_pass(anchors, block)  # warm-up: preparation, allocation
                 seconds = self._sample_pass(anchors, block)
                 timings[option] = min(timings.get(option, seconds), seconds)
-        self._nchw = frozenset()
-        self._runners.pop("loop", None)
+        self._use_layouts(frozenset())
         ratio = timings[faster] / timings[frozenset()]
         keep = ratio <= SAMPLE_MARGIN
         return (faster if keep else frozenset(),
