@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -73,6 +73,15 @@ def _printable(value: str, what: str) -> str:
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"{what} is {len(value)} characters long; use at most {MAX_NAME_LENGTH}")
     return value
+
+
+def _checked(check: Callable[[Any], str], value: Any) -> str:
+    """``check(value)``; its one-line :class:`LossurfError` becomes the ``ValueError`` that
+    pydantic reports under the field's name."""
+    try:
+        return check(value)
+    except LossurfError as error:
+        raise ValueError(str(error)) from None
 
 
 class _Frozen(BaseModel):
@@ -217,20 +226,14 @@ class TrainingSettings(_Frozen):
     def _known_device(cls, value: Any) -> str:
         # Spelling only: whether this machine has the device is checked where it is used
         # (lossurf.devices.check_device), since a config may be written for another machine.
-        try:
-            return device_name(value)
-        except LossurfError as error:
-            raise ValueError(str(error)) from None
+        return _checked(device_name, value)
 
     @field_validator("precision", mode="before")
     @classmethod
     def _known_precision(cls, value: Any) -> str:
         from lossurf.precision import check_precision
 
-        try:
-            return check_precision(value)
-        except LossurfError as error:
-            raise ValueError(str(error)) from None
+        return _checked(check_precision, value)
 
     def training_settings(self) -> dict[str, Any]:
         """These settings alone, as keyword arguments for another config."""
