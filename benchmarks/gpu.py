@@ -161,17 +161,6 @@ def naive_plane(model, anchors, x, y, steps: int, device: torch.device) -> torch
     return out
 
 
-def forward_flops(model, x: torch.Tensor) -> float:
-    """Forward FLOPs of ``model`` over ``x`` (counted on 64 examples, scaled)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    sample = x[:64]
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model.eval()(sample)
-    return counter.get_total_flops() * len(x) / len(sample)
-
-
 def stats_seconds(model, data, device: torch.device, batch: int = 128) -> float:
     """Seconds of one point's BN statistics passes done plainly: the eager network in
     cumulative-statistics mode over ``bn_x`` in batches of 128 (best of 3). An upper bound of
@@ -268,7 +257,7 @@ def surfaces(device: torch.device, quick: bool, rounds: int, rate: float, budget
                 flush=True)
         pts = {label: points / statistics.median(t) for label, t in times.items() if t}
         chosen = attrs.get("default", {})
-        flops = forward_flops(build(spec, seed=0).to(device), x)
+        flops = bench.counted_flops(build(spec, seed=0).to(device).eval(), x[:64], len(x))
         row = {"key": key, "workload": name, "points": points, "pts_per_s": pts,
                "strategy": f"{chosen.get('strategy', '?')} K={chosen.get('strategy_k', '?')}",
                "strategy_reason": chosen.get("strategy_reason", ""),

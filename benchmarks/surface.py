@@ -146,33 +146,40 @@ def best_rate(model, x: torch.Tensor, threads: int) -> float:
     return max(rates)
 
 
+def counted_flops(fn, x: torch.Tensor, n: int) -> float:
+    """Matrix and convolution FLOPs of ``fn`` over ``n`` examples, counted by
+    ``torch.utils.flop_counter`` on the sample ``x`` and scaled."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn(x)
+    return counter.get_total_flops() * n / len(x)
+
+
 def point_flops(model, data: EvalData, bn: str) -> tuple[float, float]:
     """``(evaluation, statistics)`` matrix and convolution FLOPs of one point as lossurf runs
     it: the evaluation set's forward without the first layer where the evaluator shares it (it
     computes that layer once per anchor), and the statistics pass up to the last BN layer."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from lossurf.surface.statspass import stats_graph
-
-    def flops(fn, x: torch.Tensor, n: int) -> float:
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            fn(x)
-        return counter.get_total_flops() * n / len(x)
 
     runner = Evaluator(model, data, bn=bn, compile=False)._runner("loop")
     work = runner.work
-    evaluation = flops(work, data.x[:128], len(data.x))
+    evaluation = counted_flops(work, data.x[:128], len(data.x))
     statistics_ = 0.0
     if runner.recompute:
         graph = stats_graph(trace(work), runner.bns, runner.bn_batch)
-        statistics_ = flops(graph if graph is not None else work, data.bn_x[:128], len(data.bn_x))
+        statistics_ = counted_flops(graph if graph is not None else work, data.bn_x[:128],
+                                    len(data.bn_x))
     if runner.should_share(3):  # as many anchors as a plane has
-        first = work.get_submodule(runner.first.layer)
-        evaluation -= flops(lambda x: first(runner.first.pre(x)), data.x[:128], len(data.x))
+        layer = work.get_submodule(runner.first.layer)
+
+        def first(x: torch.Tensor) -> torch.Tensor:
+            return layer(runner.first.pre(x))
+
+        evaluation -= counted_flops(first, data.x[:128], len(data.x))
         if runner.recompute:
-            statistics_ -= flops(lambda x: first(runner.first.pre(x)), data.bn_x[:128],
-                                 len(data.bn_x))
+            statistics_ -= counted_flops(first, data.bn_x[:128], len(data.bn_x))
     return evaluation, statistics_
 
 
