@@ -304,7 +304,8 @@ def _torch_bytes(value) -> bytes:
 
 # (file relative to the experiment, new content, message, does deleting the file fix it)
 DAMAGE = [
-    ("runs/sgd/resume.pt", b"", "resume.pt is corrupted (empty file); delete it"),
+    ("runs/sgd/resume.pt", b"", "resume.pt is corrupted (empty file); delete it and run the same "
+                                "command again"),
     ("runs/sgd/resume.pt", b"neither a zip nor a pickle", "resume.pt is corrupted ("),
     ("runs/sgd/resume.pt", _torch_bytes([1, 2]), "resume.pt is corrupted (holds a list, not a dict)"),
     ("runs/sgd/resume.pt", _torch_bytes({"epoch": 1, "model": {}, "optimizer": {}, "bogus": 1}),

@@ -21,8 +21,11 @@ from lossurf.runs import atomic_write_bytes, read_bytes
 
 __all__ = ["ResumeState", "RESUME_FIX"]
 
+#: The fix for a damaged resume state. It names no command: the same ``lossurf train``,
+#: ``lossurf run`` or ``lossurf demo`` that trained the run resumes it (and a worker process
+#: cannot tell which one its driver was).
 RESUME_FIX = (
-    "delete it and run the same `lossurf train` command again: the run restarts from its initialization"
+    "delete it and run the same command again: the run restarts from its initialization"
 )
 
 
