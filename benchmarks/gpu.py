@@ -19,8 +19,9 @@ seconds (default 290), it prints:
    (``benchmarks/train_overhead.py``'s comparison); and the engine's evaluation time per epoch.
 4. **Runs at once**: the training throughput of N worker processes sharing the device (what
    ``lossurf train --jobs N`` does) against one, timed between a barrier and the last step; with
-   NVIDIA MPS too where ``nvidia-cuda-mps-control`` exists; and, for comparison, N models
-   trained in one process with ``torch.func.stack_module_state`` + ``vmap``.
+   NVIDIA MPS too where ``nvidia-cuda-mps-control`` exists; and, for comparison, two designs
+   in one process: N models trained with ``torch.func.stack_module_state`` + ``vmap``, and N
+   runs whose steps are CUDA graphs replayed on one stream each (plain SGD, no augmentation).
 5. **Projection**: the wall time of ``lossurf run all --preset cifar10``'s training from the
    measured epoch times, run by run (Runge-Kutta methods cost two gradients a step).
 
@@ -443,6 +444,54 @@ def vmap_throughput(n: int, steps: int, device: torch.device) -> float:
     return n * steps * 128 / seconds
 
 
+def graphs_throughput(n: int, steps: int, device: torch.device) -> float:
+    """Examples per second of ``n`` NINs trained in one process, each run's whole step (batch
+    gather, forward, backward, SGD) captured once as a CUDA graph and replayed on the run's own
+    stream: one process with no launch overhead and kernels of all runs side by side, the
+    design to weigh against worker processes (with or without MPS)."""
+    from lossurf.models import build
+
+    strict_fp32(False)
+    x = torch.randn(max(steps, 10) * 128, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    runs = []
+    for r in range(n):
+        model = build(nin_spec(), seed=r).to(device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        index = torch.arange(128, device=device)
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(r)).to(device)
+        stream = torch.cuda.Stream(device)
+
+        def step(model=model, opt=opt, index=index) -> None:
+            F.cross_entropy(model(x[index]), y[index]).backward()
+            opt.step()
+
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):  # warm-up off the default stream, as capture asks
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)  # the gradients are allocated by the captured backward
+        with torch.cuda.graph(graph):
+            step()
+        runs.append((graph, index, order, stream))
+
+    def run(k: int) -> None:
+        for i in range(k):
+            for graph, index, order, stream in runs:
+                with torch.cuda.stream(stream):
+                    index.copy_(order[i * 128: (i + 1) * 128])
+                    graph.replay()
+        torch.cuda.synchronize(device)
+
+    run(2)
+    seconds = timed(lambda: run(steps), device)
+    strict_fp32(True)
+    return n * steps * 128 / seconds
+
+
 def concurrency(device: torch.device, quick: bool, budget: Budget, n: int) -> dict:
     steps = 20 if quick else 150
     result: dict = {}
@@ -465,6 +514,17 @@ def concurrency(device: torch.device, quick: bool, budget: Budget, n: int) -> di
                   f"{result['vmap gain']:.2f}x one model through the same code")
         except Exception as error:  # noqa: BLE001
             print(f"  vmap over runs failed: {type(error).__name__}: {error}"[:300])
+    if budget.allows(30, "CUDA graphs on streams"):
+        try:
+            one, many = graphs_throughput(1, steps, device), graphs_throughput(n, steps, device)
+            result["graphs 1 run"], result[f"graphs {n} runs"] = one, many
+            result["graphs gain"] = many / result["1 process"]
+            print(f"  one run as a CUDA graph: {one:,.0f} examples/s "
+                  f"({one / result['1 process']:.2f}x the eager process); {n} runs as graphs on "
+                  f"{n} streams in one process: {many:,.0f} examples/s, "
+                  f"{result['graphs gain']:.2f}x the eager process, {many / one:.2f}x one graph")
+        except Exception as error:  # noqa: BLE001
+            print(f"  CUDA graphs on streams failed: {type(error).__name__}: {error}"[:300])
     mps = shutil.which("nvidia-cuda-mps-control")
     if mps and os.geteuid() == 0 and budget.allows(50, "MPS"):
         env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": "/tmp/mps-pipe", "CUDA_MPS_LOG_DIRECTORY": "/tmp/mps-log"}
