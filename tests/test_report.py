@@ -3,7 +3,10 @@ surface; nothing external outside the inlined plotly bundle; every text escaped.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,6 +311,31 @@ def test_a_rerun_redraws_only_what_changed(tmp_path):
     everything: list[str] = []
     write_report(tmp_path, redrawn=everything)
     assert len(everything) == 3
+
+
+def test_a_copied_or_differently_named_folder_reuses_its_figures(tmp_path, monkeypatch):
+    _small(tmp_path / "a")
+    write_report(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")  # the recorded folder is gone
+    monkeypatch.chdir(tmp_path)
+    for spelling in (Path("b"), tmp_path / "b", Path("./b/")):
+        redrawn: list[str] = []
+        text = write_report(spelling, redrawn=redrawn).read_text()
+        assert redrawn == [], spelling
+        links = re.findall(r'href="([^"#]+\.pdf)"', text)
+        assert len(links) == 3 and all(re.fullmatch(r"figures/[\w.+-]+\.pdf", u) for u in links)
+    # a record from before file names were recorded held the paths as the folder was named
+    record = tmp_path / "b/figures/drawn.json"
+    payload = json.loads(record.read_text())
+    for entry in payload["figures"].values():
+        entry["png"] = str(tmp_path / "a/figures" / entry["png"])
+        entry["pdf"] = str(tmp_path / "a/figures" / entry["pdf"])
+    record.write_text(json.dumps(payload))
+    redrawn = []
+    write_report(Path("b"), redrawn=redrawn)
+    assert redrawn == []
+    assert all("/" not in e["png"] for e in json.loads(record.read_text())["figures"].values())
 
 
 def test_an_interrupted_demo_records_its_time(tmp_path, monkeypatch):

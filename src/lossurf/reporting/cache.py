@@ -90,7 +90,8 @@ class FigureCache:
     """``OUT/figures/drawn.json``: each drawn figure's fingerprint and what draw() returned."""
 
     def __init__(self, figures_dir: Path) -> None:
-        self.path = Path(figures_dir) / "drawn.json"
+        self.dir = Path(figures_dir)
+        self.path = self.dir / "drawn.json"
         self.entries: dict[str, dict] = {}
         try:
             payload = json.loads(self.path.read_text())
@@ -107,12 +108,17 @@ class FigureCache:
         entry = self.entries.get(key)
         if not entry or entry.get("fingerprint") != print_:
             return None
+        def here(name: str) -> Path:
+            # a file name, found in this figures folder: the folder may have been moved, or
+            # named another way (relative, absolute) since; records before names held paths
+            return self.dir / Path(name).name
+
         try:
             drawn = DrawnFigure(
-                png=Path(entry["png"]), pdf=Path(entry["pdf"]),
+                png=here(entry["png"]), pdf=here(entry["pdf"]),
                 html_fragment=entry.get("html_fragment"), clipped=dict(entry["clipped"]),
                 notes=list(entry["notes"]), width_in=float(entry["width_in"]),
-                parts=[DrawnPart(p["title"], Path(p["png"]), Path(p["pdf"]), float(p["width_in"]))
+                parts=[DrawnPart(p["title"], here(p["png"]), here(p["pdf"]), float(p["width_in"]))
                        for p in entry["parts"]])
         except (KeyError, TypeError, ValueError):
             return None
@@ -123,6 +129,10 @@ class FigureCache:
         """Record a fresh drawing of ``key``."""
         entry = asdict(drawn)
         entry["fingerprint"] = print_
+        # file names only (draw() writes every file into this folder), see get()
+        entry["png"], entry["pdf"] = drawn.png.name, drawn.pdf.name
+        for part, recorded in zip(drawn.parts, entry["parts"]):
+            recorded["png"], recorded["pdf"] = part.png.name, part.pdf.name
         self.entries[key] = json.loads(json.dumps(entry, default=str))
         self.redrawn.append(key)
 
@@ -133,4 +143,9 @@ class FigureCache:
     def save(self, keep: set[str]) -> None:
         """Write the record of the figures in ``keep`` (others no longer exist)."""
         figures = {k: v for k, v in self.entries.items() if k in keep}
+        for entry in figures.values():  # a record with paths is rewritten with names
+            for item in [entry, *entry.get("parts", [])]:
+                for ext in ("png", "pdf"):
+                    if isinstance(item.get(ext), str):
+                        item[ext] = Path(item[ext]).name
         write_json(self.path, {"format": _FORMAT, "figures": figures})
