@@ -468,6 +468,10 @@ def test_batch_norm_with_a_last_minibatch_of_one_is_refused_before_writing(run_c
     assert_user_error(proc, "batch_size 32 leaves a minibatch of one example in every epoch (65 training examples)",
                       "pick a batch_size that does not (e.g. 33)")
     assert not (out / "experiment.yaml").exists()
+    # --check says so too, as the training would
+    proc = run_cli("train", config, "--check")
+    assert_user_error(proc, "batch_size 32 leaves a minibatch of one example in every epoch (65 training examples)",
+                      "pick a batch_size that does not (e.g. 33)")
     # The suggested size trains.
     config = write_config(tmp_path / "bn.yaml", data={"name": "digits", "max_train": 65, "max_test": 32},
                           model={"name": "mlp", "options": {"batch_norm": True}}, batch_size=33, epochs=1)

@@ -9,10 +9,17 @@ into a run or after the directory was written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
 
 from lossurf.config import ExperimentConfig
+from lossurf.errors import LossurfError
 
-__all__ = ["ExperimentCheck", "check_experiment"]
+if TYPE_CHECKING:
+    from lossurf.data.base import Dataset
+
+__all__ = ["ExperimentCheck", "check_experiment", "check_last_batch"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,8 @@ def check_experiment(config: ExperimentConfig) -> ExperimentCheck:
 
     Raises:
         LossurfError: an unavailable device, missing or malformed data, an unknown model or
-            model option, an unknown optimizer or optimizer option.
+            model option, an unknown optimizer or optimizer option, a batch size that leaves a
+            minibatch of one example for a batch norm that cannot train on one.
     """
     from lossurf import data as data_module, models
     from lossurf.devices import check_device
@@ -58,6 +66,7 @@ def check_experiment(config: ExperimentConfig) -> ExperimentCheck:
     for run in resolved.runs:
         for phase in (0, 1) if run.switch else (0,):
             build_optimizer(run, phase, params)
+    check_last_batch(model, resolved.batch_size, dataset)
     return ExperimentCheck(
         name=resolved.name,
         model=resolved.model.name,
@@ -67,4 +76,31 @@ def check_experiment(config: ExperimentConfig) -> ExperimentCheck:
         runs=len(resolved.run_names()),
         epochs=resolved.epochs,
         device=str(device),
+    )
+
+
+def check_last_batch(model: torch.nn.Module, batch_size: int, dataset: "Dataset") -> None:
+    """Refuse, before anything is written, a batch size whose minibatches include one of a
+    single example when the model's batch norm cannot train on one (BatchNorm1d after a linear
+    layer: one value per channel). We refuse rather than drop the example so that every epoch
+    of every optimizer sees the whole training set, as the config says."""
+    n = len(dataset.train_x)
+    if not (batch_size == 1 or n % batch_size == 1):
+        return
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    model.train()
+    try:
+        with torch.no_grad():
+            model(dataset.train_x[:1])
+    except ValueError:  # "Expected more than 1 value per channel when training"
+        pass
+    else:
+        return  # e.g. BatchNorm2d: an image still has many values per channel
+    fits = [b for b in sorted(range(2, n + 1), key=lambda b: (abs(b - batch_size), -b)) if n % b != 1]
+    hint = f"e.g. {fits[0]}" if fits else "a larger data set"
+    raise LossurfError(
+        f"batch_size {batch_size} leaves a minibatch of one example in every epoch ({n} training "
+        f"examples), and the model's batch norm cannot train on one example; pick a batch_size "
+        f"that does not ({hint})"
     )

@@ -39,6 +39,7 @@ from lossurf.config import ExperimentConfig, RunSpec
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.data.placement import place
 from lossurf.devices import check_device
+from lossurf.checks import check_last_batch
 from lossurf.errors import LossurfError
 from lossurf.locks import exclusive_lock
 from lossurf.threads import threads_for, torch_threads
@@ -124,7 +125,7 @@ def prepare_experiment(
         model = models.build(resolved.model)  # an unknown model or option fails before anything is written
         for run in resolved.runs:  # an unknown optimizer too
             _check_optimizer(run)
-        _check_last_batch(model, resolved.batch_size, dataset)
+        check_last_batch(model, resolved.batch_size, dataset)
         atomic_write_text(layout.config, text)
     write_json(
         layout.manifest,
@@ -176,33 +177,6 @@ def _check_optimizer(run: RunSpec) -> None:
     probe = [torch.nn.Parameter(torch.zeros(1))]
     for phase in (0, 1) if run.switch else (0,):
         build_optimizer(run, phase, probe)
-
-
-def _check_last_batch(model: torch.nn.Module, batch_size: int, dataset: Dataset) -> None:
-    """Refuse, before anything is written, a batch size whose minibatches include one of a
-    single example when the model's batch norm cannot train on one (BatchNorm1d after a linear
-    layer: one value per channel). We refuse rather than drop the example so that every epoch
-    of every optimizer sees the whole training set, as the config says."""
-    n = len(dataset.train_x)
-    if not (batch_size == 1 or n % batch_size == 1):
-        return
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return
-    model.train()
-    try:
-        with torch.no_grad():
-            model(dataset.train_x[:1])
-    except ValueError:  # "Expected more than 1 value per channel when training"
-        pass
-    else:
-        return  # e.g. BatchNorm2d: an image still has many values per channel
-    fits = [b for b in sorted(range(2, n + 1), key=lambda b: (abs(b - batch_size), -b)) if n % b != 1]
-    hint = f"e.g. {fits[0]}" if fits else "a larger data set"
-    raise LossurfError(
-        f"batch_size {batch_size} leaves a minibatch of one example in every epoch ({n} training "
-        f"examples), and the model's batch norm cannot train on one example; pick a batch_size "
-        f"that does not ({hint})"
-    )
 
 
 def _columns(task: str) -> list[str]:
