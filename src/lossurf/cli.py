@@ -441,7 +441,7 @@ def align_command(
 @app.command("run")
 def run_recipe_command(
     recipe: str = typer.Argument(..., help="optimizers | restarts | switching | batchnorm | init | runge-kutta | beyond | all"),
-    preset: str = typer.Option("digits", "--preset", help="digits | cifar10 | ptb, or the path of a preset YAML."),
+    preset: str = typer.Option("digits", "--preset", help="digits | cifar10 | cifar10-vgg | ptb, or the path of a preset YAML."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Where CIFAR-10 / PTB files live."),
     out: Path = typer.Option(Path("runs/paper"), "--out", "-o", help="Output folder shared by every recipe."),
     lr_search: bool = typer.Option(False, "--lr-search", help="Pick each method's learning rate on held-out data first."),
