@@ -39,6 +39,19 @@ def test_demo_runs_every_recipe_and_writes_the_report(tmp_path, capsys):
         assert recipe in printed
 
 
+def test_report_jobs_reach_the_drawing_and_a_bad_count_exits_2(tmp_path, cli, monkeypatch):
+    import lossurf.report
+
+    code, _, err = cli("report", tmp_path, "--jobs", "0")
+    assert code == 2 and "--jobs must be at least 1, got 0" in err and "Traceback" not in err
+    assert not (tmp_path / "report.html").exists()
+    seen = {}
+    monkeypatch.setattr(lossurf.report, "draw_figures",
+                        lambda items, jobs=None: seen.update(jobs=jobs) or {})
+    assert cli("report", tmp_path, "--jobs", "3")[0] == 0 and seen == {"jobs": 3}
+    assert cli("report", tmp_path)[0] == 0 and seen == {"jobs": None}
+
+
 def test_demo_jobs_reach_the_recipes_and_a_bad_count_exits_2(tmp_path, cli, monkeypatch):
     import lossurf.demo
 

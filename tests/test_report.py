@@ -338,6 +338,37 @@ def test_a_copied_or_differently_named_folder_reuses_its_figures(tmp_path, monke
     assert all("/" not in e["png"] for e in json.loads(record.read_text())["figures"].values())
 
 
+def test_figures_drawn_in_worker_processes_are_the_files_drawn_here(tmp_path, monkeypatch):
+    import lossurf.backends
+
+    used: list[int] = []
+
+    class Recording(lossurf.backends.ProcessBackend):
+        def map(self, fn, items):
+            used.append(self.jobs)
+            return super().map(fn, items)
+
+    monkeypatch.setattr(lossurf.backends, "ProcessBackend", Recording)
+    pages = {}
+    for jobs in (1, 2):
+        result = _small(tmp_path / str(jobs))
+        result.figures.append(FigureSpec("gone", "Gone", "c", "surface",
+                                         {"surface": "surfaces/none.zarr"}))
+        result.save()
+        redrawn: list[str] = []
+        pages[jobs] = write_report(tmp_path / str(jobs), redrawn=redrawn, jobs=jobs).read_text()
+        assert sorted(redrawn) == ["restarts/fig10", "restarts/fig4", "restarts/fig6"]
+    assert used == [2]  # jobs=1 draws here
+    for name in sorted(p.name for p in (tmp_path / "1/figures").glob("*.png")):
+        assert (tmp_path / "1/figures" / name).read_bytes() == (tmp_path / "2/figures" / name).read_bytes()
+    gone = {j: _figure_html(pages[j], "restarts-gone").replace(str(tmp_path / str(j)), "OUT")
+            for j in (1, 2)}
+    assert gone[1] == gone[2]
+    assert "This figure could not be drawn" in _figure_html(pages[2], "restarts-gone")
+    with pytest.raises(LossurfError, match="jobs must be a positive integer, got 0"):
+        write_report(tmp_path / "1", jobs=0)
+
+
 def test_an_interrupted_demo_records_its_time(tmp_path, monkeypatch):
     from lossurf import demo as demo_module
 

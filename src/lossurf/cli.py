@@ -466,11 +466,17 @@ def run_recipe_command(
 @app.command()
 def report(
     out: Path = typer.Argument(..., help="Output folder of `lossurf run` or `lossurf demo`."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", help="Figures drawn at once, in worker processes (default: the "
+        "usable cores)."),
 ) -> None:
     """Draw every figure of the recipes in OUT and write OUT/report.html."""
     from lossurf.report import write_report
 
-    typer.echo(f"report: {write_report(out)}")
+    if jobs is not None and jobs < 1:
+        raise LossurfError(f"--jobs must be at least 1, got {jobs}; pass how many figures to "
+                           "draw at once, e.g. --jobs 2, or leave it out to use every usable core")
+    typer.echo(f"report: {write_report(out, jobs=jobs)}")
 
 
 @app.command()

@@ -199,22 +199,51 @@ def _surface_settings(spec, result: RecipeResult) -> str:
     return f'<p class="settings"><b>Surface settings:</b> {_e("; ".join(texts))}</p>'
 
 
-def _figure(spec, result: RecipeResult, figures_dir: Path, out: Path,
-            cache: FigureCache) -> str:
+#: What a figure's drawing raises on data it cannot draw: shown in its place, not raised.
+_DRAW_ERRORS = (LossurfError, OSError, KeyError, ValueError, TypeError)
+#: Fewer figures to draw than this are drawn here: worker processes take seconds to start.
+PARALLEL_MIN_FIGURES = 4
+
+
+def draw_one(item: tuple[str, Any, RecipeResult, Path]) -> tuple[str, Any]:
+    """``(key, DrawnFigure)`` of one figure, or ``(key, message)`` if it cannot be drawn (a
+    module-level function: it runs in worker processes too)."""
     from lossurf.plots import draw
 
+    key, spec, result, figures_dir = item
+    try:
+        return key, draw(spec, result, figures_dir)
+    except _DRAW_ERRORS as err:
+        return key, str(err)
+
+
+def draw_figures(items: list[tuple[str, Any, RecipeResult, Path]],
+                 jobs: int | None = None) -> dict[str, Any]:
+    """Draw ``items`` (``(key, spec, result, figures_dir)``), ``jobs`` at a time in worker
+    processes: each figure is independent and matplotlib runs on one core, so the report's
+    drawing scales with the cores (by default the usable ones, and here when there are fewer
+    than :data:`PARALLEL_MIN_FIGURES` figures). Returns ``key -> DrawnFigure or message``."""
+    from lossurf.backends import ProcessBackend
+    from lossurf.threads import usable_cores
+
+    workers = min(jobs if jobs is not None else usable_cores(), len(items))
+    if workers <= 1 or (jobs is None and len(items) < PARALLEL_MIN_FIGURES):
+        return dict(draw_one(item) for item in items)
+    with ProcessBackend(workers, threads=1) as pool:
+        return dict(pool.map(draw_one, items))
+
+
+def _figure(spec, result: RecipeResult, out: Path, cache: FigureCache, print_: str,
+            fresh: dict[str, Any]) -> str:
     anchor = _e(f"{result.recipe}-{spec.key}")
     head = f'<figure id="{anchor}"><h3>{_e(spec.title)}</h3>'
     key = f"{result.recipe}/{spec.key}"
-    print_ = fingerprint(spec, result)
-    drawn = cache.get(key, print_)
-    if drawn is None:
-        try:
-            drawn = draw(spec, result, figures_dir)
-        except (LossurfError, OSError, KeyError, ValueError, TypeError) as err:
-            cache.forget(key)
-            return (head + f'<div class="error">This figure could not be drawn: {_e(err)}</div>'
-                    f"<figcaption>{_e(spec.caption)}</figcaption></figure>")
+    drawn = fresh[key] if key in fresh else cache.get(key, print_)
+    if isinstance(drawn, str):
+        cache.forget(key)
+        return (head + f'<div class="error">This figure could not be drawn: {_e(drawn)}</div>'
+                f"<figcaption>{_e(spec.caption)}</figcaption></figure>")
+    if key in fresh:
         cache.put(key, print_, drawn)
     body = [head, _surface_settings(spec, result), _img(drawn.png, spec.title, drawn.width_in)]
     notes = " ".join(drawn.notes)
@@ -312,11 +341,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _section(result: RecipeResult, figures_dir: Path, out: Path, cache: FigureCache) -> str:
+def _section(result: RecipeResult, out: Path, cache: FigureCache, prints: dict[str, str],
+             fresh: dict[str, Any]) -> str:
     anchor = _e(f"recipe-{result.recipe}")
     body = [f'<section id="{anchor}"><h2>{_e(result.section)} {_e(result.title)}</h2>',
             _provenance(result)]
-    body += [_figure(spec, result, figures_dir, out, cache) for spec in result.figures]
+    body += [_figure(spec, result, out, cache, prints[f"{result.recipe}/{spec.key}"], fresh)
+             for spec in result.figures]
     if not result.figures:
         body.append("<p>This recipe draws no figures.</p>")
     body.append("</section>")
@@ -356,7 +387,8 @@ def _banner(out: Path, results: list[RecipeResult]) -> str:
     return f'<div class="banner" id="banner"><table>{table}</table>{proxy}</div>'
 
 
-def write_report(out: str | Path, redrawn: list[str] | None = None) -> Path:
+def write_report(out: str | Path, redrawn: list[str] | None = None,
+                 jobs: int | None = None) -> Path:
     """Draw every figure of every recipe under ``out`` and write ``out/report.html``.
 
     Figures whose inputs and drawing code did not change since the last call are not drawn
@@ -366,12 +398,14 @@ def write_report(out: str | Path, redrawn: list[str] | None = None) -> Path:
         out: the output directory of ``lossurf run`` (``OUT/<recipe>/result.json``, and
             ``OUT/claims.json`` once all recipes ran).
         redrawn: if given, receives the ``recipe/key`` of every figure drawn by this call.
+        jobs: figures drawn at once, in worker processes (:func:`draw_figures`); default: the
+            usable cores. The files are the same whatever the count.
 
     Returns:
         The path of ``report.html``.
 
     Raises:
-        LossurfError: ``out`` is not a directory.
+        LossurfError: ``out`` is not a directory, or ``jobs`` is not a positive integer.
     """
     from lossurf import __version__
     from lossurf.plots import plotly_bundle
@@ -381,9 +415,15 @@ def write_report(out: str | Path, redrawn: list[str] | None = None) -> Path:
         raise LossurfError(f"{out} is not a directory; pass the --out of `lossurf run`")
     problems: list[str] = []
     results = find_results(out, problems)
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise LossurfError(f"jobs must be a positive integer, got {jobs!r}")
     figures_dir = out / "figures"
     cache = FigureCache(figures_dir)
-    sections = [_section(r, figures_dir, out, cache) for r in results]
+    figures = [(f"{r.recipe}/{spec.key}", spec, r) for r in results for spec in r.figures]
+    prints = {key: fingerprint(spec, r) for key, spec, r in figures}
+    fresh = draw_figures([(key, spec, r, figures_dir) for key, spec, r in figures
+                          if cache.get(key, prints[key]) is None], jobs)
+    sections = [_section(r, out, cache, prints, fresh) for r in results]
     if results:
         cache.save({f"{r.recipe}/{s.key}" for r in results for s in r.figures})
     if redrawn is not None:
