@@ -29,6 +29,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "format_validation_error",
+    "read_yaml",
     "MAX_EPOCHS",
     "MAX_LR",
     "MAX_SEED",
@@ -303,6 +304,37 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfi
         raise LossurfError(format_validation_error(error, f"experiment config in {source}")) from None
 
 
+def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
+    """The YAML document in ``content`` (a file's bytes or text).
+
+    ``what`` names the file in messages (``experiment file x.yaml``); ``fix`` says what to pass
+    instead of a file that is not YAML text (``pass an experiment YAML file``).
+
+    Raises:
+        LossurfError: the bytes are not UTF-8, or the text is not valid YAML.
+    """
+    if isinstance(content, bytes):
+        try:
+            content = content.decode("utf-8")
+        except UnicodeDecodeError as error:  # a binary file, or text in another encoding
+            byte = content[error.start]
+            raise LossurfError(
+                f"{what} is not UTF-8 text YAML (byte 0x{byte:02x} at offset {error.start}); {fix}"
+            ) from None
+    try:
+        return yaml.safe_load(content)
+    except yaml.reader.ReaderError as error:  # NUL and other characters YAML forbids
+        char = error.character if isinstance(error.character, int) else ord(error.character)
+        raise LossurfError(
+            f"{what} is not YAML text (character #x{char:04x} at offset "
+            f"{error.position} is not allowed in YAML); {fix}"
+        ) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LossurfError(f"{what} is not valid YAML{where}: fix the syntax") from None
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read and validate an experiment YAML file.
 
@@ -313,9 +345,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not path.is_file():
         raise LossurfError(f"experiment file {path} does not exist; pass the path of a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LossurfError(f"{path} is not valid YAML{where}: fix the syntax") from None
+        content = path.read_bytes()
+    except OSError as error:
+        raise LossurfError(
+            f"experiment file {path} cannot be read ({error.strerror or error}); make it readable"
+        ) from None
+    raw = read_yaml(content, f"experiment file {path}", "pass an experiment YAML file")
     return parse_config(raw, str(path))

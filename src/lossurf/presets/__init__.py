@@ -12,10 +12,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lossurf.config import DataSpec, InitSpec, ModelSpec, TrainingSettings, format_validation_error
+from lossurf.config import (
+    DataSpec, InitSpec, ModelSpec, TrainingSettings, format_validation_error, read_yaml,
+)
 from lossurf.errors import LossurfError
 
 __all__ = ["Preset", "MethodSpec", "SurfaceSettings", "SwitchVariant", "load_preset", "preset_names", "PAPER_LR_GRIDS"]
@@ -199,7 +200,7 @@ def load_preset(name_or_path: str | Path | Preset) -> Preset:
     text = str(name_or_path)
     if text in preset_names():
         source = resources.files("lossurf.presets").joinpath(f"{text}.yaml")
-        content, where = source.read_text(), f"{text!r} (built in)"
+        content, where = source.read_bytes(), f"{text!r} (built in)"
     else:
         path = Path(text)
         if not path.is_file():
@@ -207,11 +208,11 @@ def load_preset(name_or_path: str | Path | Preset) -> Preset:
                 f"unknown preset {text!r}: not a built-in preset ({', '.join(preset_names())}) "
                 "and no such file; pass one of those names or the path of a preset YAML file"
             )
-        content, where = path.read_text(), str(path)
-    try:
-        raw = yaml.safe_load(content)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LossurfError(f"preset {where} is not valid YAML{at}: fix the syntax") from None
+        try:
+            content, where = path.read_bytes(), str(path)
+        except OSError as error:
+            raise LossurfError(
+                f"preset {path} cannot be read ({error.strerror or error}); make it readable"
+            ) from None
+    raw = read_yaml(content, f"preset {where}", "pass a preset YAML file")
     return parse_preset(raw, where)

@@ -1,0 +1,31 @@
+"""Bad input a user can fix: the experiment file, preset files and data directories. Each case
+feeds the bad input to the real entry point and expects one line naming the problem and the
+fix (exit code 2, no traceback)."""
+
+from __future__ import annotations
+
+import pytest
+
+# run_cli is a fixture: `lossurf` in this process, returning a CompletedProcess-like result.
+from tests.test_faults_train import assert_user_error, run_cli, write_config  # noqa: F401
+
+
+def test_binary_experiment_file(tmp_path, run_cli):
+    path = tmp_path / "b.yaml"
+    path.write_bytes(b"\x00\xff\xfe")
+    assert_user_error(run_cli("train", path, "--check"), "b.yaml", "not UTF-8 text",
+                      "pass an experiment YAML file")
+
+
+def test_nul_in_experiment_file(tmp_path, run_cli):
+    path = tmp_path / "n.yaml"
+    path.write_bytes(b"epochs: 1\x00\n")
+    assert_user_error(run_cli("train", path, "--check"), "n.yaml", "#x0000",
+                      "pass an experiment YAML file")
+
+
+def test_binary_preset_file(tmp_path, run_cli):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"\x00\xff\xfe")
+    assert_user_error(run_cli("run", "optimizers", "--preset", path, "--out", tmp_path / "x"),
+                      "preset", "p.yaml", "not UTF-8 text", "pass a preset YAML file")
