@@ -80,6 +80,9 @@ def test_basin_default_range_spans_below_zero_past_init():
         ({"alphas": [0.5]}, "at least two values"),
         ({"alphas": [0.0, float("nan")]}, "not all finite"),
         ({"alphas": [0.0, 0.0]}, "repeat"),
+        ({"range": (2.0, 1.0)}, r"range \(2.0, 1.0\) runs backwards; give low < high, i.e. \(1.0, 2.0\)"),
+        ({"steps": 100_000_000_000}, "100,000,000,000 steps are more than the 100,000"),
+        ({"alphas": np.linspace(0, 1, 100_001)}, "100,001 values, more than the 100,000"),
     ],
 )
 def test_line_rejects_bad_ranges(kwargs, message):
@@ -90,3 +93,23 @@ def test_line_rejects_bad_ranges(kwargs, message):
 def test_basin_rejects_identical_points():
     with pytest.raises(LossurfError, match="two different, finite weight vectors"):
         basin_grid(0.0)
+
+
+@pytest.mark.parametrize("max_distance", [-1.0, 0.0, float("nan")])
+def test_basin_rejects_a_distance_that_is_not_positive(max_distance):
+    with pytest.raises(LossurfError, match="max_distance must be a positive distance from the "
+                                           "minimum, got .*; the initialization is 2 away"):
+        basin_grid(2.0, max_distance=max_distance)
+
+
+def test_a_plane_of_too_many_points_is_refused_before_it_is_built():
+    from lossurf.surface.directions import direction_plane_grid
+    from lossurf.surface.plane import barycentric_grid, bilinear_grid
+
+    message = "a plane of 4,000 x 4,000 points is more than the 10,000,000 points"
+    for build in (barycentric_grid, bilinear_grid):
+        with pytest.raises(LossurfError, match=message):
+            build(steps=4000)
+    with pytest.raises(LossurfError, match=message):
+        direction_plane_grid("random", steps=4000)
+    assert barycentric_grid(steps=3000).num_points == 9_000_000

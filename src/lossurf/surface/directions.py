@@ -32,7 +32,7 @@ import torch
 
 from lossurf.errors import LossurfError
 from lossurf.params import StateDict
-from lossurf.surface.paths import Grid, check_values
+from lossurf.surface.paths import Grid, check_plane_size, check_values
 
 __all__ = [
     "NORMALIZATIONS",
@@ -164,6 +164,7 @@ def direction_plane_grid(
         raise LossurfError(f"direction scales must be positive and finite, got {scales}")
     a = check_values(alphas, range_x, steps, dims[0], landmarks=(0.0,))
     b = check_values(betas, range_y, steps, dims[1], landmarks=(0.0,))
+    check_plane_size(a, b)
     ca = np.broadcast_to(_scaled(a, s1)[:, None], (a.size, b.size))
     cb = np.broadcast_to(_scaled(b, s2)[None, :], (a.size, b.size))
     coef = np.stack([1.0 - ca - cb, ca, cb], axis=-1)

@@ -22,7 +22,12 @@ import numpy as np
 
 from lossurf.errors import LossurfError
 
-__all__ = ["Grid", "check_values", "line_grid", "basin_grid"]
+__all__ = ["Grid", "check_values", "check_plane_size", "line_grid", "basin_grid"]
+
+#: Most values on one axis: more is a typo, and its linspace alone would fill the memory.
+MAX_AXIS_POINTS = 100_000
+#: Most points in a plane (a 3,162 x 3,162 grid): its coefficients take a few hundred MB.
+MAX_PLANE_POINTS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -99,14 +104,23 @@ def check_values(
             raise LossurfError(
                 f"{name} needs at least two values, got {out.size}; give two or more"
             )
+        if out.size > MAX_AXIS_POINTS:
+            raise LossurfError(f"{name} has {out.size:,} values, more than the "
+                               f"{MAX_AXIS_POINTS:,} lossurf evaluates on one axis; give fewer")
     else:
         if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 2:
             raise LossurfError(f"{name} needs at least two steps, got {steps!r}; use steps >= 2")
+        if steps > MAX_AXIS_POINTS:
+            raise LossurfError(f"{name}: {steps:,} steps are more than the {MAX_AXIS_POINTS:,} "
+                               "lossurf evaluates on one axis; use fewer steps")
         low, high = (float(v) for v in range_)
         if not (math.isfinite(low) and math.isfinite(high)):
             raise LossurfError(f"{name} range ({low}, {high}) is not finite; give finite numbers")
         if low == high:
             raise LossurfError(f"{name} range ({low}, {high}) is empty; give low < high")
+        if low > high:  # a reversed range would store the axis in descending order
+            raise LossurfError(f"{name} range ({low}, {high}) runs backwards; give low < high, "
+                               f"i.e. ({high}, {low})")
         out = np.linspace(low, high, int(steps), dtype=np.float64)
         for mark in landmarks:
             out[np.abs(out - mark) <= 1e-9 * abs(high - low)] = mark
@@ -115,6 +129,15 @@ def check_values(
     if np.unique(out).size != out.size:
         raise LossurfError(f"{name} values repeat; give each value once")
     return out
+
+
+def check_plane_size(first: np.ndarray, second: np.ndarray) -> None:
+    """Refuse a plane of more than :data:`MAX_PLANE_POINTS` points (before it is built)."""
+    if first.size * second.size > MAX_PLANE_POINTS:
+        raise LossurfError(
+            f"a plane of {first.size:,} x {second.size:,} points is more than the "
+            f"{MAX_PLANE_POINTS:,} points lossurf evaluates in one grid; use fewer steps"
+        )
 
 
 def line_grid(
@@ -183,6 +206,10 @@ def basin_grid(
             f"the minimum and the initialization are {d} apart; the basin profile needs two "
             "different, finite weight vectors"
         )
+    if max_distance is not None and not (math.isfinite(float(max_distance))
+                                         and float(max_distance) > 0.0):
+        raise LossurfError(f"max_distance must be a positive distance from the minimum, got "
+                           f"{max_distance}; the initialization is {d:.4g} away")
     high = 1.5 * d if max_distance is None else float(max_distance)
     # -max/3: by default (-D/2, 3D/2), where 41 steps put nodes at exactly 0 and D
     low = -high / 3.0 if min_distance is None else float(min_distance)

@@ -17,7 +17,7 @@ import torch
 
 from lossurf.errors import LossurfError
 from lossurf.params import StateDict, flatten
-from lossurf.surface.paths import Grid, check_values
+from lossurf.surface.paths import Grid, check_plane_size, check_values
 
 __all__ = ["bilinear_grid", "barycentric_grid", "affine_basis", "affine_grid", "PLANE_POINTS"]
 
@@ -53,6 +53,7 @@ def bilinear_grid(
     """
     a = check_values(alphas, range, steps, "alpha", landmarks=(0.0, 1.0))[:, None]
     b = check_values(betas, range, steps, "beta", landmarks=(0.0, 1.0))[None, :]
+    check_plane_size(a, b)
     coef = np.stack([a * b, (1 - a) * b, a * (1 - b), (1 - a) * (1 - b)], axis=-1)
     return Grid(
         kind="bilinear",
@@ -92,6 +93,7 @@ def barycentric_grid(
     """
     a = check_values(alphas, range, steps, "alpha", landmarks=(0.0, 1.0))[:, None]
     b = check_values(betas, range, steps, "beta", landmarks=(0.0, 1.0))[None, :]
+    check_plane_size(a, b)
     coef = np.stack([np.broadcast_to(1 - a, (a.size, b.size)), a * b, a * (1 - b)], axis=-1)
     return Grid(
         kind="barycentric",
@@ -187,6 +189,7 @@ def affine_grid(
     y = check_values(
         ys, (py.min() - margin * height, py.max() + margin * height), steps, "y", landmarks=py
     )
+    check_plane_size(x, y)
     b = np.broadcast_to(y[None, :] / py[2], (x.size, y.size))
     a = (x[:, None] - b * px[2]) / px[1]
     coef = np.stack([1.0 - a - b, a, b], axis=-1)
