@@ -168,6 +168,28 @@ def test_a_bad_lossurf_threads_is_one_clear_error(monkeypatch, bad):
         threads.threads_for(nn.Linear(2, 2))
 
 
+def test_a_thread_count_past_4_per_core_is_refused(monkeypatch):
+    from lossurf.errors import LossurfError
+
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("LOSSURF_THREADS", "8")
+    assert threads.env_threads() == 8
+    monkeypatch.setenv("LOSSURF_THREADS", "100000")
+    with pytest.raises(LossurfError, match=r"LOSSURF_THREADS=100000 is more than 4 threads per "
+                                           r"core of this machine \(2 cores\); set it to at most 8"):
+        threads.threads_for(nn.Linear(2, 2))
+
+
+def test_train_check_refuses_a_bad_lossurf_threads(cli, monkeypatch):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples/digits.yaml"
+    monkeypatch.setenv("LOSSURF_THREADS", "abc")
+    code, _, err = cli("train", example, "--check")
+    assert code == 2 and "LOSSURF_THREADS must be a positive integer, got 'abc'" in err
+    assert "Traceback" not in err
+
+
 def test_a_resumed_store_keeps_its_decisions(monkeypatch, tmp_path):
     """The second part of a grid is computed with the first part's threads and strategy."""
     import lossurf.surface as surface

@@ -58,7 +58,10 @@ def check_experiment(config: ExperimentConfig) -> ExperimentCheck:
     from lossurf.engine import resolve_config
     from lossurf.train import build_optimizer
 
+    from lossurf.threads import env_threads
+
     device = check_device(config.device)  # first: it is the cheapest and needs no files
+    env_threads()  # a bad LOSSURF_THREADS would stop the training
     dataset = data_module.load(config.data)
     resolved = resolve_config(config, dataset)
     model = models.build(resolved.model)

@@ -51,6 +51,13 @@ def env_threads() -> int | None:
     if not value.isdigit() or int(value) < 1:
         raise LossurfError(f"{THREADS_ENV} must be a positive integer, got {value!r}; set it "
                            "to a thread count such as 1, or unset it")
+    # more threads than this only oversubscribe the cores; a typo of 100000 threads would
+    # exhaust the memory starting them
+    most = 4 * (os.cpu_count() or 1)
+    if int(value) > most:
+        raise LossurfError(f"{THREADS_ENV}={value} is more than 4 threads per core of this "
+                           f"machine ({os.cpu_count() or 1} cores); set it to at most {most}, "
+                           "or unset it")
     return int(value)
 
 
