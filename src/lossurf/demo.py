@@ -20,7 +20,7 @@ from lossurf.experiments import run_all
 from lossurf.locks import exclusive_lock
 from lossurf.report import write_report
 from lossurf.reporting.context import read_invocations
-from lossurf.runs import write_json
+from lossurf.runs import ensure_directory, write_json
 
 __all__ = ["demo"]
 
@@ -55,8 +55,7 @@ def demo(out: str | Path = "runs/demo", progress: bool = True, preset: Any = "di
     Returns:
         The path of ``report.html``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_directory(out)
     began = time.perf_counter()
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     row: dict[str, Any] = {"id": uuid.uuid4().hex, "command": _command(out, preset),

@@ -53,6 +53,7 @@ __all__ = [
     "load_weights",
     "file_hash",
     "remove_temporaries",
+    "ensure_directory",
     "train_command",
     "read_status",
     "find_damage",
@@ -85,6 +86,19 @@ def _write_error(path: Path, error: OSError) -> LossurfError:
     meaning = error.strerror or os.strerror(error.errno or 0) or str(error)
     fix = _WRITE_FIXES.get(error.errno or 0, "check the disk and pass a writable --out")
     return LossurfError(f"cannot write {path} ({meaning}): {fix}")
+
+
+def ensure_directory(path: str | Path, what: str = "--out") -> Path:
+    """Create the output directory ``path`` (and its parents) unless it exists; a file in its
+    place, or a location that cannot be written, is one :class:`LossurfError` with the fix."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LossurfError(f"{what} {path} is a file, not a directory; pass the path of a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _write_error(path, error) from None
+    return path
 
 
 def _file_mode() -> int:

@@ -21,6 +21,7 @@ from lossurf.experiments import (
 from lossurf.experiments.common import Context
 from lossurf.experiments.result import RecipeResult
 from lossurf.presets import Preset, load_preset
+from lossurf.runs import ensure_directory
 
 __all__ = ["RECIPES", "run_recipe", "run_all"]
 
@@ -67,7 +68,7 @@ def run_recipe(
     """
     _check_name(name)
     preset = load_preset(preset)
-    out = Path(out)
+    out = ensure_directory(out)
     began = time.perf_counter()
     lrs: dict[str, float] = {}
     table = None
@@ -115,6 +116,7 @@ def run_all(
     preset = load_preset(preset)
     for name in recipes or []:
         _check_name(name)
+    ensure_directory(out)  # before any worker starts
     results = []
     # one set of worker processes for every recipe: each start costs an interpreter, torch and
     # (on a GPU) a CUDA context, about 4 s on a CPU and 20 s on an H200

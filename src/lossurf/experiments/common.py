@@ -29,6 +29,7 @@ from lossurf.errors import LossurfError
 from lossurf.experiment import Experiment, endpoint_attrs, load_experiment
 from lossurf.experiments.result import RecipeResult
 from lossurf.presets import Preset
+from lossurf.runs import ensure_directory
 
 __all__ = ["Context", "run_label", "switch_name"]
 
@@ -63,7 +64,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_directory(self.root)
         if not self.lrs:
             self.lrs = {name: m.lr for name, m in self.preset.methods.items()}
 
