@@ -197,7 +197,8 @@ def test_labels_out_of_range(tmp_path):
     batches = _make_images()
     batches["data_batch_1"][1][0] = 12
     _write_bin(tmp_path, batches)
-    with pytest.raises(LossurfError, match="labels outside 0..9"):
+    problem = r"data_batch_1\.bin: record 0 has label 12, outside 0\.\.9"
+    with pytest.raises(LossurfError, match=problem):
         load(DataSpec(name="cifar10", data_dir=tmp_path))
 
 
@@ -259,3 +260,48 @@ def test_augmentation_deterministic_per_seed_and_differs_across_seeds():
     c = random_crop_flip(x, torch.Generator().manual_seed(12))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(x, original)  # input untouched
+
+
+def _py_with_labels(tmp_path, labels, count: int = PER_BATCH):
+    """The python layout whose data_batch_1 has ``count`` valid images and ``labels``."""
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_py(folder, _make_images())
+    data = np.zeros((count, 3072), np.uint8)
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "labels, problem",
+    [
+        (5, "b'labels' is an int, not a list"),
+        ([b"cat"] * PER_BATCH, "b'labels' holds b'cat' (a bytes) at index 0, not an integer"),
+        ([None] * PER_BATCH, "b'labels' holds None (a NoneType)"),
+        ([2**70] * PER_BATCH, "b'labels' holds 1180591620717411303424 at index 0, outside 0..9"),
+        (np.zeros((PER_BATCH, 2), np.int64), "b'labels' has shape (20, 2), not (20,)"),
+        ([2.7] * PER_BATCH, "b'labels' holds 2.7 (a float)"),
+        (np.full(PER_BATCH, 2.0), "b'labels' holds float64 values, not integers"),
+        ([10] * PER_BATCH, "b'labels' holds 10 at index 0, outside 0..9"),
+        ([-1] * PER_BATCH, "b'labels' holds -1 at index 0, outside 0..9"),
+        ([True] * PER_BATCH, "b'labels' holds True (a bool)"),
+        ([1] * (PER_BATCH - 1), "19 labels for 20 images"),
+        ("0" * PER_BATCH, "b'labels' is a str, not a list"),
+    ],
+)
+def test_bad_python_labels_are_named(tmp_path, labels, problem):
+    """Labels must be integers 0..9, one per image; anything else names the file and the fix
+    (int and float labels were cast silently, others raised TypeError/ValueError/OverflowError)."""
+    _py_with_labels(tmp_path, labels)
+    with pytest.raises(LossurfError) as caught:
+        load(DataSpec(name="cifar10", data_dir=tmp_path))
+    message = str(caught.value)
+    assert "data_batch_1" in message and problem in message, message
+    assert "integers 0..9, one per image" in message and "download" in message.lower(), message
+    assert "\n" not in message
+
+
+def test_numpy_integer_labels_load(tmp_path):
+    """Integer arrays of any integer dtype are valid labels (not only lists of ints)."""
+    _py_with_labels(tmp_path, np.arange(PER_BATCH, dtype=np.uint8) % 10)
+    data = load(DataSpec(name="cifar10", data_dir=tmp_path))
+    assert data.train_y[:PER_BATCH].tolist() == [i % 10 for i in range(PER_BATCH)]

@@ -104,7 +104,9 @@ def _read_bin(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if raw.size == 0 or raw.size % RECORD:
         raise _Malformed(f"{path.name} has {raw.size} bytes, not a multiple of {RECORD}")
     records = raw.reshape(-1, RECORD)
-    return records[:, 1:].reshape(-1, 3, 32, 32), records[:, 0].astype(np.int64)
+    labels = _in_range(path, records[:, 0].astype(np.int64),
+                       "record {i} has label {v}, outside 0..9")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
 
 
 def _read_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +122,55 @@ def _read_py(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = batch[b"data"], batch[b"labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         raise _Malformed(f"{path.name}: b'data' is not a uint8 [N, 3072] array")
-    if data.shape[1] != RECORD - 1 or len(labels) != data.shape[0] or data.shape[0] == 0:
-        raise _Malformed(f"{path.name}: b'data' has shape {data.shape} for {len(labels)} labels")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    if data.shape[1] != RECORD - 1 or data.shape[0] == 0:
+        raise _Malformed(f"{path.name}: b'data' has shape {data.shape}, not [N, 3072]")
+    return data.reshape(-1, 3, 32, 32), _py_labels(path, labels, data.shape[0])
+
+
+def _bad_labels(path: Path, problem: str) -> _Malformed:
+    return _Malformed(
+        f"{path.name}: {problem}; labels must be integers 0..9, one per image (the file is "
+        f"damaged or not a CIFAR-10 batch: download and extract it again)"
+    )
+
+
+def _in_range(path: Path, labels: np.ndarray, problem: str) -> np.ndarray:
+    """``labels`` (int64) if all are in 0..9, else :class:`_Malformed` naming the first other,
+    ``problem`` formatted with its index ``i`` and value ``v``."""
+    outside = np.flatnonzero((labels < 0) | (labels > 9))
+    if outside.size:
+        i = int(outside[0])
+        raise _bad_labels(path, problem.format(i=i, v=int(labels[i])))
+    return labels
+
+
+def _py_labels(path: Path, labels: Any, count: int) -> np.ndarray:
+    """The b'labels' entry of a python batch as int64, checked: ``count`` integers in 0..9.
+
+    Checked element by element before any cast: numpy would truncate 2.7 to 2, and raise its
+    own TypeError, ValueError or OverflowError for None, bytes or 2**70.
+    """
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1:
+            raise _bad_labels(path, f"b'labels' has shape {labels.shape}, not ({count},)")
+        if labels.dtype.kind not in "iu":  # not bool, float, object, bytes, ...
+            raise _bad_labels(path, f"b'labels' holds {labels.dtype} values, not integers")
+    elif isinstance(labels, (list, tuple)):
+        for i, value in enumerate(labels):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise _bad_labels(path, f"b'labels' holds {shown} (a {type(value).__name__}) "
+                                        f"at index {i}, not an integer")
+            if not 0 <= value <= 9:  # before the cast: 2**70 does not fit int64
+                raise _bad_labels(path, f"b'labels' holds {value} at index {i}, outside 0..9")
+    else:
+        kind = type(labels).__name__
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise _bad_labels(path, f"b'labels' is {article} {kind}, not a list")
+    if len(labels) != count:
+        raise _bad_labels(path, f"b'labels' has {len(labels)} labels for {count} images")
+    return _in_range(path, np.asarray(labels, dtype=np.int64),
+                     "b'labels' holds {v} at index {i}, outside 0..9")
 
 
 def _find_layout(data_dir: Path) -> tuple[Path, str]:
@@ -158,10 +206,8 @@ def read_cifar_dir(
         folder, layout = _find_layout(data_dir)
         read = _read_bin if layout == "bin" else _read_py
         suffix = ".bin" if layout == "bin" else ""
+        # each reader checks its labels: integers 0..9, one per image
         parts = [read(folder / f"{name}{suffix}") for name in [*TRAIN_FILES, TEST_FILE]]
-        for name, (_, labels) in zip([*TRAIN_FILES, TEST_FILE], parts):
-            if labels.min() < 0 or labels.max() > 9:
-                raise _Malformed(f"{name}{suffix} has labels outside 0..9")
     except (_Malformed, OSError) as error:
         raise LossurfError(_expected_message(data_dir, str(error))) from None
     train_x = np.concatenate([p[0] for p in parts[:-1]])
