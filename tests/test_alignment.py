@@ -363,6 +363,16 @@ def test_cli_align_command_prints_both_barriers_and_draws_them(experiment_dir, t
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cli_align_refuses_an_unwritable_figure_before_the_surfaces(experiment_dir, cli,
+                                                                    read_only_dir, tmp_path):
+    code, _, err = cli("align", experiment_dir, "sgd", "adam", "--steps", "3", "--out",
+                       tmp_path / "c.zarr", "--figure", read_only_dir / "a.png", "--no-progress")
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (f"error: cannot write into {read_only_dir} (Read-only "
+                                            "file system); pass a --figure path you may write to")
+    assert not (tmp_path / "c.zarr").exists()  # refused before any work
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import yaml
 
@@ -73,7 +71,8 @@ def test_demo_jobs_reach_the_recipes_and_a_bad_count_exits_2(tmp_path, cli, monk
 
 
 @pytest.mark.parametrize("command", [["run", "init"], ["run", "all"], ["demo"]])
-def test_an_out_that_is_a_file_or_on_a_read_only_disk_is_one_line(tmp_path, cli, command):
+def test_an_out_that_is_a_file_or_on_a_read_only_disk_is_one_line(tmp_path, cli, command,
+                                                                   read_only_dir):
     afile = tmp_path / "afile"
     afile.write_text("mine")
     code, _, err = cli(*command, "--out", afile, "--no-progress")
@@ -81,17 +80,18 @@ def test_an_out_that_is_a_file_or_on_a_read_only_disk_is_one_line(tmp_path, cli,
     assert err.strip().splitlines()[-1] == (f"error: --out {afile} is a file, not a directory; "
                                             "pass the path of a directory")
     assert afile.read_text() == "mine"
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({mounted.stderr.strip()})")
-    try:
-        code, _, err = cli(*command, "--out", disk / "paper", "--no-progress")
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    disk = read_only_dir
+    code, _, err = cli(*command, "--out", disk / "paper", "--no-progress")
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (f"error: cannot write {disk / 'paper'} (Read-only file "
                                             "system): the file system is read-only; pass an --out "
                                             "on a writable disk")
+
+
+def test_report_into_a_folder_it_cannot_write_is_one_line(cli, read_only_dir):
+    code, _, err = cli("report", read_only_dir)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: cannot write into {read_only_dir} (Read-only file system); the report and its "
+        "figures are written there: make it writable, or copy the folder somewhere you may "
+        "write and report the copy")

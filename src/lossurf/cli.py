@@ -425,6 +425,10 @@ def align_command(
         device = str(check_device(device))  # before the store is made
     if figure is not None and figure.suffix.lower() not in (".png", ".pdf"):
         raise LossurfError(f"figure file {figure} must end in .png or .pdf; rename it")
+    if figure is not None:  # before the surfaces, not after
+        from lossurf.runs import check_writable
+
+        check_writable(figure.parent, "pass a --figure path you may write to")
     with _resumable():
         ds = compare_endpoints(exp_dir, first, second, store=out, steps=steps, seed=seed, bn=bn,
                                subset=subset, split=split, device=device, progress=progress)
@@ -476,6 +480,11 @@ def report(
     if jobs is not None and jobs < 1:
         raise LossurfError(f"--jobs must be at least 1, got {jobs}; pass how many figures to "
                            "draw at once, e.g. --jobs 2, or leave it out to use every usable core")
+    if out.is_dir():
+        from lossurf.runs import check_writable
+
+        check_writable(out, "the report and its figures are written there: make it writable, "
+                            "or copy the folder somewhere you may write and report the copy")
     typer.echo(f"report: {write_report(out, jobs=jobs)}")
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "file_hash",
     "remove_temporaries",
     "ensure_directory",
+    "check_writable",
     "train_command",
     "read_status",
     "find_damage",
@@ -99,6 +100,19 @@ def ensure_directory(path: str | Path, what: str = "--out") -> Path:
     except OSError as error:
         raise _write_error(path, error) from None
     return path
+
+
+def check_writable(directory: str | Path, fix: str) -> None:
+    """Refuse, before any work, a ``directory`` this process cannot write into (created if
+    missing): one :class:`LossurfError` with the cause and ``fix``."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        meaning = error.strerror or os.strerror(error.errno or 0) or str(error)
+        raise LossurfError(f"cannot write into {directory} ({meaning}); {fix}") from None
 
 
 def _file_mode() -> int:
