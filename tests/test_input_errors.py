@@ -49,3 +49,48 @@ def test_cifar_python_batch_with_bad_labels(tmp_path, run_cli, labels):
     proc = run_cli("train", config, "--check", "--data-dir", tmp_path / "data")
     assert_user_error(proc, "data_batch_1: b'labels'", "integers 0..9, one per image",
                       "download and extract it again")
+
+
+def test_duplicate_key_in_experiment_file(tmp_path, run_cli):
+    """A repeated key was accepted, the last value winning; it names the key and both lines."""
+    path = write_config(tmp_path / "f.yaml")
+    path.write_text(path.read_text() + "epochs: 5\n")
+    first = 1 + path.read_text().splitlines().index("epochs: 3")
+    last = len(path.read_text().splitlines())
+    assert_user_error(run_cli("train", path, "--check"),
+                      f"experiment file {path}: key 'epochs' appears twice (lines {first} and "
+                      f"{last}); keep one")
+
+
+def test_duplicate_key_nested_and_thrice(tmp_path, run_cli):
+    path = tmp_path / "f.yaml"
+    path.write_text("model: {name: mlp}\nepochs: 1\nruns:\n  - optimizer: sgd\n    lr: 0.1\n"
+                    "    lr: 0.2\n    lr: 0.3\n")
+    assert_user_error(run_cli("train", path, "--check"),
+                      "key 'runs.0.lr' appears 3 times (lines 5, 6 and 7); keep one")
+
+
+def test_merge_keys_may_be_overridden(tmp_path, run_cli):
+    """`<<: *base` then a key of base is YAML's override, not a repeat."""
+    path = tmp_path / "f.yaml"
+    path.write_text("model: {name: mlp}\nepochs: 1\ndata: {name: digits, max_train: 32, "
+                    "max_test: 16}\nbatch_size: 16\nruns:\n  - &b {optimizer: sgd, lr: 0.1}\n"
+                    "  - {<<: *b, lr: 0.2, name: fast}\n")
+    proc = run_cli("train", path, "--check")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_duplicate_key_in_preset_file(tmp_path, run_cli):
+    from importlib import resources
+
+    text = resources.files("lossurf.presets").joinpath("digits.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text + "epochs: 7\n")
+    assert_user_error(run_cli("run", "optimizers", "--preset", path, "--out", tmp_path / "x"),
+                      f"preset {path}: key 'epochs' appears twice", "keep one")
+
+
+def test_quoted_and_plain_spellings_of_a_key_are_one_key(tmp_path, run_cli):
+    path = tmp_path / "f.yaml"
+    path.write_text('model: {name: mlp}\nepochs: 1\n"epochs": 2\nruns: [{optimizer: sgd, lr: 1}]\n')
+    assert_user_error(run_cli("train", path, "--check"), "key 'epochs' appears twice (lines 2 and 3)")

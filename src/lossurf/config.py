@@ -311,7 +311,8 @@ def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
     instead of a file that is not YAML text (``pass an experiment YAML file``).
 
     Raises:
-        LossurfError: the bytes are not UTF-8, or the text is not valid YAML.
+        LossurfError: the bytes are not UTF-8, the text is not valid YAML, or a mapping has a
+            key twice.
     """
     if isinstance(content, bytes):
         try:
@@ -321,8 +322,14 @@ def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
             raise LossurfError(
                 f"{what} is not UTF-8 text YAML (byte 0x{byte:02x} at offset {error.start}); {fix}"
             ) from None
+    loader = None
     try:
-        return yaml.safe_load(content)
+        loader = yaml.SafeLoader(content)
+        node = loader.get_single_node()  # what safe_load does, with the repeat check between
+        if node is None:
+            return None
+        _refuse_repeated_keys(loader, node, what)
+        return loader.construct_document(node)
     except yaml.reader.ReaderError as error:  # NUL and other characters YAML forbids
         char = error.character if isinstance(error.character, int) else ord(error.character)
         raise LossurfError(
@@ -333,6 +340,44 @@ def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise LossurfError(f"{what} is not valid YAML{where}: fix the syntax") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _refuse_repeated_keys(loader: yaml.SafeLoader, root: yaml.Node, what: str) -> None:
+    """Raise if a mapping under ``root`` has a key twice: YAML loaders keep the last value
+    silently, so `epochs: 2` ... `epochs: 5` would train 5 epochs without a word."""
+    seen: set[int] = set()  # aliases share nodes (and may loop): visit each once
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    while stack:
+        node, where = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}{i}.") for i, item in enumerate(node.value))
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        lines: dict[Any, list[int]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overrides: allowed
+                stack.append((value_node, where))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: construction refuses it
+                stack.append((value_node, where))
+                continue
+            # The constructed key, so that `epochs` and `"epochs"` are the same key
+            key = loader.construct_object(key_node, deep=True)
+            lines.setdefault(key, []).append(key_node.start_mark.line + 1)
+            stack.append((value_node, f"{where}{key}."))
+        for key, at in lines.items():
+            if len(at) > 1:
+                times = "twice" if len(at) == 2 else f"{len(at)} times"
+                listed = ", ".join(map(str, at[:-1])) + f" and {at[-1]}"
+                raise LossurfError(
+                    f"{what}: key '{where}{key}' appears {times} (lines {listed}); keep one"
+                )
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
