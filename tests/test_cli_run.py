@@ -46,6 +46,8 @@ def test_report_jobs_reach_the_drawing_and_a_bad_count_exits_2(tmp_path, cli, mo
     code, _, err = cli("report", tmp_path, "--jobs", "0")
     assert code == 2 and "--jobs must be at least 1, got 0" in err and "Traceback" not in err
     assert not (tmp_path / "report.html").exists()
+    (tmp_path / "init").mkdir()
+    (tmp_path / "init/result.json").write_text("{}")  # unreadable: reported, nothing to draw
     seen = {}
     monkeypatch.setattr(lossurf.report, "draw_figures",
                         lambda items, jobs=None: seen.update(jobs=jobs) or {})

@@ -137,6 +137,16 @@ def test_without_claims_or_recipes(tmp_path):
     assert "Unreadable result:" in text and "switching/result.json is corrupted" in text
     with pytest.raises(LossurfError, match="is not a directory; pass the --out"):
         write_report(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(LossurfError, match=r"empty holds no recipe results \(no \*/result.json\); "
+                                           r"pass the --out of `lossurf run` or `lossurf demo`"):
+        write_report(empty)
+    (empty / "experiment.yaml").write_text("name: x\n")
+    with pytest.raises(LossurfError, match="it is an experiment directory of `lossurf train`: "
+                                           "draw its surfaces with `lossurf plot STORE`"):
+        write_report(empty)
+    assert not (empty / "report.html").exists() and not (empty / "figures").exists()
 
 
 # ---- the banner, surface settings, command, permissions, redraws (issue 9) ----------------

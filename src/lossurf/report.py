@@ -405,7 +405,8 @@ def write_report(out: str | Path, redrawn: list[str] | None = None,
         The path of ``report.html``.
 
     Raises:
-        LossurfError: ``out`` is not a directory, or ``jobs`` is not a positive integer.
+        LossurfError: ``out`` is not a directory or holds no recipe results, or ``jobs`` is
+            not a positive integer.
     """
     from lossurf import __version__
     from lossurf.plots import plotly_bundle
@@ -413,6 +414,11 @@ def write_report(out: str | Path, redrawn: list[str] | None = None,
     out = Path(out)
     if not out.is_dir():
         raise LossurfError(f"{out} is not a directory; pass the --out of `lossurf run`")
+    if not any(out.glob("*/result.json")) and not (out / "claims.json").exists():
+        hint = ("; it is an experiment directory of `lossurf train`: draw its surfaces with "
+                "`lossurf plot STORE`" if (out / "experiment.yaml").is_file() else "")
+        raise LossurfError(f"{out} holds no recipe results (no */result.json){hint}; pass the "
+                           "--out of `lossurf run` or `lossurf demo`")
     problems: list[str] = []
     results = find_results(out, problems)
     if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
