@@ -94,3 +94,19 @@ def test_quoted_and_plain_spellings_of_a_key_are_one_key(tmp_path, run_cli):
     path = tmp_path / "f.yaml"
     path.write_text('model: {name: mlp}\nepochs: 1\n"epochs": 2\nruns: [{optimizer: sgd, lr: 1}]\n')
     assert_user_error(run_cli("train", path, "--check"), "key 'epochs' appears twice (lines 2 and 3)")
+
+
+def test_experiment_path_is_a_directory(tmp_path, run_cli):
+    folder = tmp_path / "somedir"
+    folder.mkdir()
+    assert_user_error(run_cli("train", folder, "--check"),
+                      f"experiment file {folder} is a directory", "pass the path of a YAML file")
+    assert_user_error(run_cli("train", tmp_path / "nowhere.yaml", "--check"),
+                      "nowhere.yaml does not exist")
+
+
+def test_preset_path_is_a_directory(tmp_path, run_cli):
+    folder = tmp_path / "somedir"
+    folder.mkdir()
+    assert_user_error(run_cli("run", "optimizers", "--preset", folder, "--out", tmp_path / "x"),
+                      f"preset {folder} is a directory", "preset YAML file")

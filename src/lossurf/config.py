@@ -387,6 +387,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
         LossurfError: the file is missing, is not YAML, or a field is invalid.
     """
     path = Path(path)
+    if path.is_dir():
+        raise LossurfError(
+            f"experiment file {path} is a directory, not a file; pass the path of a YAML file"
+        )
     if not path.is_file():
         raise LossurfError(f"experiment file {path} does not exist; pass the path of a YAML file")
     try:

@@ -203,6 +203,11 @@ def load_preset(name_or_path: str | Path | Preset) -> Preset:
         content, where = source.read_bytes(), f"{text!r} (built in)"
     else:
         path = Path(text)
+        if path.is_dir():
+            raise LossurfError(
+                f"preset {path} is a directory, not a file; pass a built-in preset "
+                f"({', '.join(preset_names())}) or the path of a preset YAML file"
+            )
         if not path.is_file():
             raise LossurfError(
                 f"unknown preset {text!r}: not a built-in preset ({', '.join(preset_names())}) "
