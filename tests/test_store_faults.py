@@ -113,7 +113,8 @@ def test_damaged_coordinate_is_restored(setup, tmp_path):
     path = tmp_path / "s.zarr"
     _plane(setup, path)
     _garbage(path / "beta" / "c" / "0")
-    with pytest.raises(LossurfError, match=r"^surface store .*s\.zarr is damaged: .*delete it"):
+    with pytest.raises(LossurfError, match=r"^surface store .*s\.zarr is damaged: its coordinate "
+                       r"array 'beta' .*run the same surface command again to repair it$"):
         open_surface(path)
     ds, ev = _plane(setup, path)
     assert ev.points == 0

@@ -13,17 +13,25 @@ without consolidated metadata; a file at the store's root would make zarr warn (
 recognized as a component of a Zarr hierarchy") whenever it lists the group. The file is
 replaced atomically after each chunk (:func:`lossurf.runs.atomic_write_bytes`).
 
+The other arrays of a store (its coordinates: ``alpha``, ``beta``, ``distance``, ...) are
+written once, when the store is made, and get one checksum each (:func:`array_digest`, over
+dtype, shape and values) under ``coordinates``: a reader refuses a store whose coordinate no
+longer verifies (an axis that silently runs to 32768 would be drawn), and the surface command
+rewrites it. Records written before coordinates had checksums lack the key; their stores are
+read without the check and gain it on their next resume.
+
 Format::
 
-    {"format": 1, "variables": ["loss", "accuracy"], "chunks": {"0": "<sha256 hex>", ...}}
+    {"format": 1, "variables": ["loss", "accuracy"], "chunks": {"0": "<sha256 hex>", ...},
+     "coordinates": {"alpha": "<sha256 hex>", ...}}
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,8 @@ import numpy as np
 
 from lossurf.runs import atomic_write_bytes
 
-__all__ = ["CHECKSUM_FILE", "Checksums", "chunk_digest", "read_chunks", "ChunkRead"]
+__all__ = ["CHECKSUM_FILE", "Checksums", "chunk_digest", "array_digest", "array_digests",
+           "damaged_arrays", "read_chunks", "ChunkRead"]
 
 #: The checksum file's path inside a store.
 CHECKSUM_FILE = "computed/lossurf-sha256.json"
@@ -47,12 +56,52 @@ def chunk_digest(values: Mapping[str, np.ndarray], names: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def array_digest(values: np.ndarray) -> str:
+    """sha256 (hex) of a whole array: its dtype, shape and little-endian bytes."""
+    values = np.asarray(values)
+    values = values.astype(values.dtype.newbyteorder("<"), copy=False)
+    digest = hashlib.sha256()
+    digest.update(f"{values.dtype.str}{values.shape}".encode() + b"\0")
+    digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+def _read_array(group: Any, name: str) -> np.ndarray | None:
+    """A whole array of a zarr group, or None when it cannot be read."""
+    try:
+        return np.asarray(group[name][...])
+    except Exception:  # missing metadata, undecodable chunk: zarr raises many types
+        return None
+
+
+def array_digests(group: Any, names: Iterable[str]) -> dict[str, str]:
+    """:func:`array_digest` of each array of ``names`` that can be read."""
+    out = {}
+    for name in names:
+        values = _read_array(group, name)
+        if values is not None:
+            out[name] = array_digest(values)
+    return out
+
+
+def damaged_arrays(group: Any, recorded: Mapping[str, str]) -> list[str]:
+    """The arrays of ``recorded`` that cannot be read or no longer match their digest."""
+    damaged = []
+    for name, expected in recorded.items():
+        values = _read_array(group, name)
+        if values is None or array_digest(values) != expected:
+            damaged.append(name)
+    return damaged
+
+
 @dataclass
 class Checksums:
-    """The checksum record of one store: its variables and a digest per finished chunk."""
+    """The checksum record of one store: its variables, a digest per finished chunk and one
+    per coordinate array (empty for records written before those existed)."""
 
     variables: list[str]
     chunks: dict[int, str]
+    coordinates: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, store: Path) -> "Checksums | None":
@@ -62,8 +111,10 @@ class Checksums:
             payload = json.loads((Path(store) / CHECKSUM_FILE).read_text())
             if payload.get("format") != _FORMAT:
                 return None
+            coordinates = payload.get("coordinates", {})
             return cls([str(v) for v in payload["variables"]],
-                       {int(k): str(v) for k, v in payload["chunks"].items()})
+                       {int(k): str(v) for k, v in payload["chunks"].items()},
+                       {str(k): str(v) for k, v in coordinates.items()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -75,7 +126,8 @@ class Checksums:
     def write(self, store: Path) -> None:
         """Replace the store's record atomically."""
         payload = {"format": _FORMAT, "variables": self.variables,
-                   "chunks": {str(k): v for k, v in sorted(self.chunks.items())}}
+                   "chunks": {str(k): v for k, v in sorted(self.chunks.items())},
+                   "coordinates": dict(sorted(self.coordinates.items()))}
         atomic_write_bytes(Path(store) / CHECKSUM_FILE, json.dumps(payload).encode())
 
 

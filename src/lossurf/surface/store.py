@@ -6,7 +6,9 @@ their sha256 checksum (:mod:`lossurf.surface.checksums`), then its entries of th
 ``computed`` mask, each as whole zarr chunks (zarr writes a chunk file atomically). A killed
 computation therefore loses at most the chunks in flight, and the same call again computes
 only the chunks that do not verify: never finished, or finished and since deleted, truncated
-or overwritten (it says how many points on stderr). A store made for another request (other
+or overwritten (it says how many points on stderr). Coordinate arrays have checksums too:
+the reader refuses a store whose coordinate no longer verifies, naming it, and the same call
+again rewrites it from the grid. A store made for another request (other
 anchors, grid, reference, BN policy or data) is refused, never mixed.
 
 Stores never exist half-made: the empty store is written under a hidden temporary sibling
@@ -45,7 +47,8 @@ from lossurf.backends import Backend, LocalBackend
 from lossurf.errors import LossurfError
 from lossurf.locks import exclusive_lock
 from lossurf.params import StateDict, as_state, check_compatible, state_hash
-from lossurf.surface.checksums import Checksums, chunk_digest, read_chunks
+from lossurf.surface.checksums import (Checksums, array_digests, chunk_digest, damaged_arrays,
+                                       read_chunks)
 from lossurf.surface.paths import Grid
 
 __all__ = ["compute_surface", "open_surface", "lock_path", "ChunkTask", "chunk_layout",
@@ -215,11 +218,13 @@ def _open_existing(path: Path, attrs: dict) -> zarr.Group:
 _TEMPORARY = ".{name}.creating-"
 
 
-def _create(path: Path, grid: Grid, names, attrs: dict, chunk_shape) -> zarr.Group:
+def _create(path: Path, grid: Grid, names, attrs: dict, chunk_shape
+            ) -> tuple[zarr.Group, Checksums]:
     """Write the empty store under a temporary sibling name, then rename it into place.
 
     A kill during creation leaves only the hidden temporary (removed by the next run, which
-    holds the store's lock), never a half-made store at ``path``.
+    holds the store's lock), never a half-made store at ``path``. Returns the store and its
+    checksum record (no chunks yet; the coordinates' digests, as read back from disk).
     """
     nan = {n: np.full(grid.num_points, np.nan) for n in names}
     template = _dataset(grid, nan, attrs)
@@ -232,14 +237,17 @@ def _create(path: Path, grid: Grid, names, attrs: dict, chunk_shape) -> zarr.Gro
             # metadata is what lets a plain `xarray.open_zarr(path)` open the store silently.
             warnings.filterwarnings("ignore", message="Consolidated metadata")
             template.to_zarr(str(tmp), mode="w-", encoding=encoding, consolidated=True)
-        Checksums(_order(names), {}).write(tmp)
+        written = zarr.open_group(str(tmp), mode="r", use_consolidated=True)
+        others = [n for n in written.array_keys() if n not in names and n != "computed"]
+        checksums = Checksums(_order(names), {}, array_digests(written, others))
+        checksums.write(tmp)
         os.rename(tmp, path)
     except OSError as err:
         raise _write_error(path, err) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return zarr.open_group(str(path), mode="r+", use_consolidated=True)
+    return zarr.open_group(str(path), mode="r+", use_consolidated=True), checksums
 
 
 def _remove_temporaries(path: Path) -> None:
@@ -381,6 +389,7 @@ def _fill(path: Path, task: ChunkTask, grid: Grid, attrs: dict, chunk_points: in
             checksums = Checksums(names, {})
         checksums.chunks = {i: checksums.chunks[i] for i in found.verified}
         _repair(path, group, grid, regions, found.verified - found.marked)
+        _record_coordinates(path, group, checksums)
         todo = [i for i in range(len(regions)) if i not in found.verified]
     chunk_shape, chunks = chunk_layout(grid.shape, chunk_points)
     if group is None:
@@ -389,8 +398,7 @@ def _fill(path: Path, task: ChunkTask, grid: Grid, attrs: dict, chunk_points: in
     with _ProgressBar(progress, sum(len(chunks[i]) for i in todo), grid.kind) as advance:
         for index, points, values in backend.map(task, items):
             if group is None:
-                group = _create(path, grid, values, attrs, chunk_shape)
-                checksums = Checksums(_order(values), {})
+                group, checksums = _create(path, grid, values, attrs, chunk_shape)
             assert checksums is not None
             region = _region(points, grid)
             shaped = {n: v.reshape((-1, *grid.shape[1:])) for n, v in values.items()}
@@ -423,16 +431,53 @@ def _repair(path: Path, group: zarr.Group, grid: Grid, regions, chunks) -> None:
         raise _write_error(path, err) from None
 
 
+def _record_coordinates(path: Path, group: zarr.Group, checksums: Checksums) -> None:
+    """Record the digests of coordinate arrays the record lacks (a store written before they
+    had checksums, or a record rebuilt after damage); call after :func:`_repair`, which has
+    made the grid's coordinates right. Recorded digests are kept as they are."""
+    others = [n for n in group.array_keys() if n not in checksums.variables and n != "computed"]
+    missing = [n for n in others if n not in checksums.coordinates]
+    if not missing:
+        return
+    checksums.coordinates.update(array_digests(group, missing))
+    try:
+        checksums.write(path)
+    except OSError as err:
+        raise _write_error(path, err) from None
+
+
+def _check_coordinates(path: Path, consolidated: bool, checksums: Checksums | None) -> None:
+    """Refuse a store whose recorded coordinate arrays no longer verify (one line, naming them)."""
+    if checksums is None or not checksums.coordinates:
+        return  # nothing recorded (written before coordinates had checksums): nothing to check
+    try:
+        group = zarr.open_group(str(path), mode="r", use_consolidated=consolidated)
+    except Exception as err:  # zarr raises many types for a broken store
+        raise _unreadable(path, err) from None
+    damaged = damaged_arrays(group, checksums.coordinates)
+    if damaged:
+        names = ", ".join(repr(n) for n in damaged)
+        what = f"its coordinate array {names} is" if len(damaged) == 1 else (
+            f"its coordinate arrays {names} are")
+        raise LossurfError(
+            f"surface store {path} is damaged: {what} unreadable or altered since it was "
+            "written; run the same surface command again to repair it"
+        )
+
+
 def open_surface(path: str | Path) -> xr.Dataset:
     """Open a surface store, loaded into memory, with only verified points marked computed.
 
     For a store written by :func:`compute_surface`, each chunk's values are checked against
     its recorded checksum; a chunk whose values are missing, unreadable or altered reads as
-    NaN with ``computed`` False (run the same surface command again to recompute it). Other
+    NaN with ``computed`` False (run the same surface command again to recompute it). Its
+    coordinate arrays are checked against theirs too: a damaged one raises (the same surface
+    command rewrites it). Other
     zarr stores (written by hand with ``to_zarr``) are read as they are. Never warns.
 
     Raises:
-        LossurfError: the store does not exist or its metadata cannot be read.
+        LossurfError: the store does not exist, its metadata cannot be read, or a coordinate
+            array is damaged.
     """
     path = Path(path)
     if not path.exists():
@@ -442,6 +487,8 @@ def open_surface(path: str | Path) -> xr.Dataset:
         )
     consolidated = _consolidated(path)
     lossurf_made = Checksums.exists(path)
+    checksums = Checksums.read(path) if lossurf_made else None
+    _check_coordinates(path, consolidated, checksums)
     try:
         lazy = xr.open_zarr(str(path), consolidated=consolidated)
         coords = {k: lazy[k].load() for k in lazy.coords}
@@ -459,7 +506,7 @@ def open_surface(path: str | Path) -> xr.Dataset:
     shape, rows = tuple(var.shape), int(group["computed"].chunks[0])
     regions = [(slice(r, min(r + rows, shape[0])),) for r in range(0, shape[0], rows)]
     names = [n for n in lazy.data_vars if n != "computed"]
-    found = read_chunks(group, names, shape, regions, Checksums.read(path))
+    found = read_chunks(group, names, shape, regions, checksums)
     computed = np.zeros(shape, bool)
     for index in found.verified:
         computed[regions[index]] = True
