@@ -305,3 +305,16 @@ def test_numpy_integer_labels_load(tmp_path):
     _py_with_labels(tmp_path, np.arange(PER_BATCH, dtype=np.uint8) % 10)
     data = load(DataSpec(name="cifar10", data_dir=tmp_path))
     assert data.train_y[:PER_BATCH].tolist() == [i % 10 for i in range(PER_BATCH)]
+
+
+def test_paths_of_the_wrong_kind_say_so(tmp_path):
+    """A data_dir that is a file, and a batch that is a directory, are named as such (they
+    said the directory does not exist, and the files were not found)."""
+    _write_py(tmp_path / "cifar-10-batches-py", _make_images())
+    with pytest.raises(LossurfError, match=r"data_batch_1: it is a file, not a directory"):
+        load(DataSpec(name="cifar10", data_dir=tmp_path / "cifar-10-batches-py" / "data_batch_1"))
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").mkdir()
+    directory = r"cifar-10-batches-py/test_batch is a directory, not a file"
+    with pytest.raises(LossurfError, match=directory):
+        load(DataSpec(name="cifar10", data_dir=tmp_path))

@@ -161,3 +161,17 @@ def test_synthetic_text_is_learnable_bigram_bound():
 def test_synthetic_text_bad_options(options, match):
     with pytest.raises(LossurfError, match=match):
         load(DataSpec(name="synthetic-text", options=options))
+
+
+def test_ptb_paths_of_the_wrong_kind_say_so(tmp_path):
+    """A data_dir that is a file, or missing, and a ptb file that is a directory, are named as
+    such (each said only that ptb.train.txt is missing)."""
+    _write_ptb(tmp_path / "ok")
+    with pytest.raises(LossurfError, match=r"ptb\.train\.txt: it is a file, not a directory"):
+        load(DataSpec(name="ptb", data_dir=tmp_path / "ok" / "ptb.train.txt"))
+    with pytest.raises(LossurfError, match="the directory does not exist"):
+        load(DataSpec(name="ptb", data_dir=tmp_path / "missing"))
+    (tmp_path / "ok" / "ptb.valid.txt").unlink()
+    (tmp_path / "ok" / "ptb.valid.txt").mkdir()
+    with pytest.raises(LossurfError, match=r"ptb\.valid\.txt is a directory, not a file"):
+        load(DataSpec(name="ptb", data_dir=tmp_path / "ok"))

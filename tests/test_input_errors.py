@@ -110,3 +110,12 @@ def test_preset_path_is_a_directory(tmp_path, run_cli):
     folder.mkdir()
     assert_user_error(run_cli("run", "optimizers", "--preset", folder, "--out", tmp_path / "x"),
                       f"preset {folder} is a directory", "preset YAML file")
+
+
+def test_data_dir_that_is_a_file(tmp_path, run_cli):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    config = write_config(tmp_path / "c.yaml", data={"name": "cifar10"},
+                          model={"name": "nin-small"})
+    assert_user_error(run_cli("train", config, "--check", "--data-dir", afile),
+                      f"{afile}: it is a file, not a directory")

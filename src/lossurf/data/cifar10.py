@@ -178,6 +178,11 @@ def _find_layout(data_dir: Path) -> tuple[Path, str]:
         for kind, suffix in (("bin", ".bin"), ("py", "")):
             if all((folder / f"{f}{suffix}").is_file() for f in [*TRAIN_FILES, TEST_FILE]):
                 return folder, kind
+    for folder in (data_dir, data_dir / "cifar-10-batches-bin", data_dir / "cifar-10-batches-py"):
+        for name in [*TRAIN_FILES, TEST_FILE]:
+            for path in (folder / name, folder / f"{name}.bin"):
+                if path.is_dir():  # an extraction gone wrong; "not found" would mislead
+                    raise _Malformed(f"{path.relative_to(data_dir)} is a directory, not a file")
     raise _Malformed("the training and test batch files were not found")
 
 
@@ -201,6 +206,8 @@ def read_cifar_dir(
         raise LossurfError(_expected_message(data_dir, "no data_dir given"))
     data_dir = Path(data_dir).expanduser()
     try:
+        if data_dir.exists() and not data_dir.is_dir():
+            raise _Malformed("it is a file, not a directory")
         if not data_dir.is_dir():
             raise _Malformed("the directory does not exist")
         folder, layout = _find_layout(data_dir)

@@ -170,9 +170,15 @@ def load_ptb(spec: DataSpec) -> Dataset:
     if spec.data_dir is None:
         raise _ptb_error(None, "no data_dir given")
     data_dir = Path(spec.data_dir).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise _ptb_error(data_dir, "it is a file, not a directory")
+    if not data_dir.is_dir():
+        raise _ptb_error(data_dir, "the directory does not exist")
     tokens: dict[str, list[str]] = {}
     for split, filename in PTB_FILES.items():
         path = data_dir / filename
+        if path.is_dir():
+            raise _ptb_error(data_dir, f"{filename} is a directory, not a file")
         if not path.is_file():
             raise _ptb_error(data_dir, f"{filename} is missing")
         try:
