@@ -96,3 +96,15 @@ def test_bad_requests_are_named(problem, tmp_path):
         hessian.analyze(model, model.state_dict(), data, top=1, store=tmp_path / "junk")
     with pytest.raises(LossurfError, match="not a lossurf Hessian store"):
         hessian.load(tmp_path)
+
+
+def test_a_regular_file_as_store_is_called_a_file(problem, tmp_path):
+    model, data, _ = problem
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for store, named in ((afile, afile), (afile / "h.zarr", afile)):
+        with pytest.raises(LossurfError) as info:
+            hessian.analyze(model, model.state_dict(), data, top=1, store=store)
+        assert str(info.value) == (f"{named} is a file, not a Hessian store (a zarr directory) "
+                                   "or a folder; pass another --out")
+        assert afile.read_text() == "mine\n"

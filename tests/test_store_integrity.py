@@ -87,3 +87,35 @@ def test_cli_damaged_coordinate_plot_refuses_then_rerun_repairs(experiment_dir, 
     assert code == 0, err
     assert figure.is_file()
     np.testing.assert_array_equal(open_surface(store).alpha.values, axis)
+
+
+def test_a_regular_file_is_not_called_a_damaged_store(setup, tmp_path):
+    model, anchors, x, y = setup
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    with pytest.raises(LossurfError) as info:
+        _plane(setup, afile)
+    message = str(info.value)
+    assert message == (f"{afile} is a file, not a surface store (a zarr directory); pass "
+                       "another --out")
+    assert afile.read_text() == "mine\n" and not lock_path(afile).exists()
+    with pytest.raises(LossurfError) as info:
+        open_surface(afile)
+    assert str(info.value) == (f"{afile} is a file, not a surface store (a zarr directory); "
+                               "pass the path of a surface store")
+
+
+def test_cli_a_regular_file_as_out_or_store(experiment_dir, tmp_path, cli):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    code, _, err = cli("surface", "line", experiment_dir, "--from", "init", "--to", "adam",
+                       "--steps", "3", "--subset", "16", "--out", afile, "--no-progress")
+    assert code == 2 and afile.read_text() == "mine\n"
+    assert err == f"error: {afile} is a file, not a surface store (a zarr directory); pass " \
+                  "another --out\n"
+    config = tmp_path / "some.yaml"
+    config.write_text("epochs: 1\n")
+    code, _, err = cli("plot", config)
+    assert code == 2
+    assert err == f"error: {config} is a file, not a surface store (a zarr directory); pass " \
+                  "the path of a surface store\n"

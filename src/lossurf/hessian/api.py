@@ -30,7 +30,7 @@ from lossurf.hessian.density import density_grid, slq, spectral_density
 from lossurf.hessian.hvp import HessianOperator
 from lossurf.hessian.lanczos import lanczos_top
 from lossurf.hessian.sharpness import eps_sharpness_of
-from lossurf.hessian.store import PARTS, check_store, load, read_part, write_part
+from lossurf.hessian.store import PARTS, check_path, check_store, load, read_part, write_part
 from lossurf.hessian.trace import hutchinson
 from lossurf.locks import exclusive_lock
 from lossurf.params import StateDict, as_state, state_hash
@@ -195,6 +195,8 @@ def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
     if not requests:
         raise LossurfError("nothing to compute; ask for top eigenpairs, the trace, the density "
                            "or the sharpness (e.g. --top 5 or --trace)")
+    if store is not None:
+        check_path(Path(store))
     return _run(model, weights, data, requests, split=split, subset=subset, data_seed=data_seed,
                 batch_size=batch_size, method=method, device=device, store=store, attrs=attrs)
 

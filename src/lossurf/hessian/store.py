@@ -27,12 +27,22 @@ import zarr
 
 from lossurf.errors import LossurfError
 
-__all__ = ["PARTS", "check_store", "read_part", "write_part", "load"]
+__all__ = ["PARTS", "check_path", "check_store", "read_part", "write_part", "load"]
 
 #: The analyses, in the order a merged Dataset lists them.
 PARTS = ("topk", "trace", "density", "sharpness")
 #: Root attrs that must match for a store to be reused.
 IDENTITY = ("lossurf_kind", "weights_hash", "data", "parameters", "architecture", "dtype")
+
+
+def check_path(path: Path) -> None:
+    """Refuse a store path that is, or lies inside, a regular file (before anything is made)."""
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise LossurfError(f"{place} is a file, not a Hessian store (a zarr directory) "
+                                   "or a folder; pass another --out")
+            return
 
 
 def _open_root(path: Path) -> zarr.Group:

@@ -176,6 +176,13 @@ def _unreadable(path: Path, err: BaseException, what: str = "its metadata") -> L
     )
 
 
+def _not_a_file(path: Path, fix: str) -> None:
+    """Refuse a regular file where a store (a directory) is expected: lossurf never wrote it,
+    so it is not damaged and must not be deleted on our say-so."""
+    if path.exists() and not path.is_dir():
+        raise LossurfError(f"{path} is a file, not a surface store (a zarr directory); {fix}")
+
+
 def _consolidated(path: Path) -> bool:
     """Whether the store has consolidated metadata (read from its root ``zarr.json``).
 
@@ -332,6 +339,8 @@ def compute_surface(
     reference = as_state(reference) if reference is not None else None
     states = list(anchors) + ([reference] if reference is not None else [])
     check_compatible(states, list(grid.anchors) + (["reference"] if reference is not None else []))
+    if store is not None:
+        _not_a_file(Path(store), "pass another --out")  # before its lock is made beside it
 
     if hasattr(evaluator, "plan"):  # strategy, compilation, threads: once for the whole grid
         previous = _previous_attrs(store)  # a resumed grid continues as it began
@@ -485,6 +494,7 @@ def open_surface(path: str | Path) -> xr.Dataset:
             f"surface store {path} does not exist; check the path, or compute it with a "
             "`lossurf surface` command"
         )
+    _not_a_file(path, "pass the path of a surface store")
     consolidated = _consolidated(path)
     lossurf_made = Checksums.exists(path)
     checksums = Checksums.read(path) if lossurf_made else None
