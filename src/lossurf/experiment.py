@@ -243,13 +243,22 @@ class Experiment:
         run = match["run"]
         if run not in self.runs:
             raise LossurfError(
-                f"unknown end point {endpoint!r}; use one of {sorted(init_names) + self.runs}, "
-                "optionally with :epoch=N"
+                f"unknown end point {endpoint!r}{self._seed_hint(run)}; use one of "
+                f"{sorted(init_names) + self.runs}, optionally with :epoch=N"
             )
         which: Literal["final"] | int = "final" if match["epoch"] is None else int(match["epoch"])
         path, digest = self._checkpoint(run, which)
         checkpoint = "final" if which == "final" else ("init" if which == 0 else f"epoch={which}")
         return self._endpoint(text, run, checkpoint, path, digest)
+
+    def _seed_hint(self, name: str) -> str:
+        """Why a name with ``@seed`` is unknown: one seed (names carry none), or another seed."""
+        if "@" not in name:
+            return ""
+        seeds = list(self.config.seeds)
+        if len(seeds) == 1:
+            return f" (this experiment has one seed, {seeds[0]}: its end points carry no @seed)"
+        return f" (this experiment's seeds are {seeds}, written @seed{seeds[0]} and so on)"
 
     def _endpoint(self, label: str, run: str, checkpoint: str, path: Path, digest: str | None) -> Endpoint:
         weights = self._load(path, digest)

@@ -382,6 +382,13 @@ def plane(
         )
     labels = [f"p{i}" for i in np.arange(len(points))]  # `range` is shadowed here
     anchors = _states(model, dict(zip(labels, points)))
+    keys = moving_keys(model)
+    for i, first in enumerate(anchors):  # `range` is shadowed here
+        for j, second in enumerate(anchors[i + 1:], start=i + 1):
+            if all(torch.equal(first[k], second[k]) for k in keys):
+                raise LossurfError(
+                    f"points {i + 1} and {j + 1} of the {kind} plane are the same weights; a "
+                    f"plane needs {len(anchors)} different points (for two, use a line)")
     anchors, attrs = _maybe_align(model, anchors, align, attrs)
     if kind == "bilinear":
         grid = bilinear_grid(steps=steps, range=range)
