@@ -281,12 +281,15 @@ def test_cli_curve_default_folder(experiment_dir, cli):
     (["sgd", "sgd"], "are the same weights"),
     (["sgd", "adam", "--kind", "spiral"], "unknown curve kind 'spiral'"),
     (["sgd", "adam", "--epochs", "0"], "epochs must be a positive integer"),
+    (["sgd", "adam", "--batch-size", "0"], "batch_size must be a positive integer, got 0"),
+    (["sgd", "adam", "--steps", "1"], "t needs at least two steps, got 1"),
 ])
 def test_bad_curve_requests_exit_2_with_one_line(experiment_dir, tmp_path, cli, args, message):
     code, _, err = cli("curve", experiment_dir, *args, "--out", tmp_path / "c", "--no-progress")
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert message in err
+    assert not (tmp_path / "c").exists()  # refused before the bend trains
 
 
 # --- stores and figures ---------------------------------------------------------------------

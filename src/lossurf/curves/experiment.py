@@ -16,7 +16,7 @@ from typing import Any, Callable
 import xarray as xr
 
 from lossurf.curves.api import curve_surface, fit_request
-from lossurf.curves.bezier import check_kind
+from lossurf.curves.bezier import check_kind, curve_grid
 from lossurf.curves.checkpoint import fit_in
 from lossurf.curves.train import CurveTrainer
 from lossurf.errors import LossurfError
@@ -72,6 +72,11 @@ def experiment_curve(
     from lossurf.experiment import endpoint_attrs, load_experiment
 
     check_kind(kind)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size < 1):
+        raise LossurfError(f"batch_size must be a positive integer, got {batch_size!r}; leave it "
+                           "out to use the experiment's")
+    curve_grid(kind, steps=steps)  # a bad --steps is refused before the bend trains
     experiment = load_experiment(exp_dir)
     device = str(check_device(device or experiment.config.device))
     points = [experiment.resolve(p) for p in (a, b)]
@@ -80,7 +85,7 @@ def experiment_curve(
                            "different end points")
     directory = Path(out) if out is not None else curve_dir(experiment.path, points[0].label,
                                                            points[1].label, kind)
-    batch_size = batch_size or experiment.config.batch_size
+    batch_size = experiment.config.batch_size if batch_size is None else batch_size
     seed = experiment.config.seeds[0] if seed is None else seed
     model, dataset = experiment.model(), experiment.dataset()
     start, end = points[0].weights, points[1].weights
