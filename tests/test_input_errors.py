@@ -119,3 +119,77 @@ def test_data_dir_that_is_a_file(tmp_path, run_cli):
                           model={"name": "nin-small"})
     assert_user_error(run_cli("train", config, "--check", "--data-dir", afile),
                       f"{afile}: it is a file, not a directory")
+
+
+def _config_error(raw) -> str:
+    from lossurf.config import parse_config
+    from lossurf.errors import LossurfError
+
+    with pytest.raises(LossurfError) as caught:
+        parse_config(raw, "e.yaml")
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+BASE = {"model": {"name": "mlp"}, "epochs": 1, "runs": [{"optimizer": "sgd", "lr": 0.1}]}
+
+
+def test_unknown_fields_list_the_valid_ones():
+    """`Extra inputs are not permitted` alone left the user guessing what was allowed."""
+    message = _config_error({**BASE, "epoch": 3})
+    assert "epoch: Extra inputs are not permitted (did you mean 'epochs'?); valid fields here:" \
+        in message, message
+    assert "batch_size, checkpoint_every" in message and "runs, seeds" in message
+    message = _config_error({**BASE, "model": {"name": "mlp", "option": {}}})
+    assert "model.option: Extra inputs are not permitted (did you mean 'options'?); valid " \
+           "fields here: init, name, options" in message, message
+    message = _config_error({**BASE, "runs": [{"optimizer": "sgd", "lr": 0.1,
+                                              "switch": {"to": "adam", "lr": 1, "at": 0.5,
+                                                         "when": 1}}]})
+    assert "runs.0.switch.when: Extra inputs are not permitted; valid fields here: at, lr, " \
+           "options, to" in message, message
+
+
+def test_union_member_names_are_not_part_of_the_location():
+    """`data.augment.AugmentSpec.x` named pydantic's union member, not a field of the file."""
+    message = _config_error({**BASE, "data": {"augment": {"flop": True}}})
+    assert "data.augment.flop: Extra inputs are not permitted (did you mean 'flip'?); valid " \
+           "fields here: crop, flip" in message, message
+    assert "AugmentSpec" not in message and "augment.bool" not in message, message
+
+
+def test_a_run_that_is_not_a_mapping_shows_what_a_run_looks_like():
+    message = _config_error({**BASE, "runs": [{"optimizer": "sgd", "lr": 0.1}, 3]})
+    assert "runs.1: got 3, not a mapping; a run looks like {optimizer: sgd, lr: 0.1}" \
+        in message, message
+    message = _config_error({**BASE, "runs": [{"optimizer": "sgd", "lr": 0.1, "switch": "adam"}]})
+    assert "runs.0.switch: got 'adam', not a mapping; a switch looks like {to: sgd, lr: 0.1, " \
+           "at: 0.5}" in message, message
+    message = _config_error({**BASE, "model": "mlp"})
+    assert "model: got 'mlp', not a mapping; a model looks like {name: mlp" in message, message
+
+
+def test_cli_shows_the_valid_fields(tmp_path, run_cli):
+    path = write_config(tmp_path / "e.yaml", bogus_key=1)
+    assert_user_error(run_cli("train", path, "--check"),
+                      "bogus_key: Extra inputs are not permitted; valid fields here: batch_size")
+
+
+def test_preset_errors_list_the_valid_fields():
+    import copy
+
+    from lossurf.errors import LossurfError
+    from lossurf.presets import parse_preset
+    from tests.test_recipes import TINY as PRESET
+
+    raw = copy.deepcopy(PRESET)
+    raw["methods"]["sgd"] = 3
+    raw["optimizers"]["pairz"] = []
+    with pytest.raises(LossurfError) as caught:
+        parse_preset(raw, "p.yaml")
+    message = str(caught.value)
+    assert "methods.sgd: got 3, not a mapping; a method looks like {optimizer: sgd, lr: 0.1}" \
+        in message, message
+    assert "optimizers.pairz: Extra inputs are not permitted (did you mean 'pairs'?); valid " \
+           "fields here: bilinear_methods, methods, pairs" in message, message
+

@@ -8,9 +8,11 @@ offending field. The resolved config is written back into the run directory so t
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from types import UnionType
+from typing import Annotated, Any, Callable, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -94,6 +96,9 @@ class AugmentSpec(_Frozen):
     """Training-time augmentation of image data: random horizontal flips (cifar.torch's
     training script does only these) and, as an option, random 4-pixel-padded crops."""
 
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("augment", "{flip: true, crop: false}")
+
     flip: bool = True
     crop: bool = False
 
@@ -115,6 +120,9 @@ class DataSpec(_Frozen):
         bptt: sequence length for language-model data.
         options: data-set specific settings (e.g. ``vocab_size`` of ``synthetic-text``).
     """
+
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("data", "{name: digits}")
 
     name: str = "digits"
     data_dir: Path | None = None
@@ -141,6 +149,9 @@ class InitSpec(_Frozen):
     from N(mean, std) as in the paper's appendix A.5 (N(-10, 0.01), N(-1, 1)).
     """
 
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("an init", "{scheme: normal, mean: 0.0, std: 1.0}")
+
     scheme: Literal["default", "normal"] = "default"
     mean: float = Field(default=0.0, ge=-1e6, le=1e6)
     std: float = Field(default=1.0, gt=0, le=1e6)
@@ -154,6 +165,9 @@ class ModelSpec(_Frozen):
     ``vocab_size``), so a stored spec rebuilds the module on its own.
     """
 
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("a model", "{name: mlp, options: {}}")
+
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
     init: InitSpec = Field(default_factory=InitSpec)
@@ -161,6 +175,9 @@ class ModelSpec(_Frozen):
 
 class SwitchSpec(_Frozen):
     """Switch to optimizer ``to`` (learning rate ``lr``) after fraction ``at`` of the epochs."""
+
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("a switch", "{to: sgd, lr: 0.1, at: 0.5}")
 
     to: str
     lr: LearningRate
@@ -170,6 +187,9 @@ class SwitchSpec(_Frozen):
 
 class RunSpec(_Frozen):
     """One training run: an optimizer, its learning rate and options, optionally a switch."""
+
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("a run", "{optimizer: sgd, lr: 0.1}")
 
     optimizer: str
     lr: LearningRate
@@ -284,13 +304,86 @@ class ExperimentConfig(TrainingSettings):
         ]
 
 
-def format_validation_error(error: ValidationError, what: str) -> str:
-    """One line naming every invalid field of ``what`` by its dotted path, and what it needs."""
-    problems = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(f"{where}: {' '.join(message.split())}")
+def _members(annotation: Any) -> list[Any]:
+    """The types an annotation allows: ``Annotated`` peeled, a union split, ``None`` left out."""
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, UnionType):
+        return [m for a in get_args(annotation) if a is not type(None) for m in _members(a)]
+    return [annotation]
+
+
+def _model(members: list[Any]) -> type[BaseModel] | None:
+    return next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)), None)
+
+
+def _locate(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> tuple[str, list[Any]]:
+    """The dotted path of pydantic's ``loc`` as the file spells it, and the types allowed there.
+
+    Pydantic puts the member it tried into the location of a union (``augment.AugmentSpec.x``
+    for ``augment: bool | AugmentSpec``); that is no key of the file, so it is left out.
+    """
+    shown: list[str] = []
+    members: list[Any] = [model] if model is not None else []
+    for part in loc:
+        if isinstance(part, str) and len(members) > 1:
+            tagged = [m for m in members if part in (getattr(m, "__name__", None), str(m))]
+            if tagged:
+                members = tagged
+                continue
+        shown.append(str(part))
+        inner: list[Any] = []
+        for member in members:
+            origin, args = get_origin(member), get_args(member)
+            if _model([member]) and isinstance(part, str) and part in member.model_fields:
+                inner = _members(member.model_fields[part].annotation)
+            elif origin is list and args and isinstance(part, int):
+                inner = _members(args[0])
+            elif origin is tuple and args and isinstance(part, int):
+                inner = _members(args[0] if args[-1] is ... else args[min(part, len(args) - 1)])
+            elif origin is dict and len(args) == 2:
+                inner = _members(args[1])
+            if inner:
+                break
+        members = inner
+    return ".".join(shown), members
+
+
+def _problem(item: Any, model: type[BaseModel] | None) -> str:
+    """``path: what is wrong`` for one pydantic error, with what would be right where the
+    bare pydantic message leaves it out (the valid fields, what a mapping looks like)."""
+    where, members = _locate(model, tuple(item["loc"]))
+    message = " ".join(str(item["msg"]).removeprefix("Value error, ").split())
+    if item["type"] == "extra_forbidden":
+        holder = _model(_locate(model, tuple(item["loc"])[:-1])[1])
+        if holder is not None:
+            fields = sorted(holder.model_fields)
+            close = difflib.get_close_matches(str(item["loc"][-1]), fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            message += f"{hint}; valid fields here: {', '.join(fields)}"
+    elif item["type"] == "model_type":
+        expected = _model(members)
+        got = repr(item.get("input"))
+        got = got if len(got) <= 40 else got[:37] + "..."
+        if expected is not None:
+            example = getattr(expected, "yaml_example", None)
+            if example:
+                message = f"got {got}, not a mapping; {example[0]} looks like {example[1]}"
+            else:
+                message = (f"got {got}, not a mapping; give a mapping of the fields "
+                           f"{', '.join(expected.model_fields)}")
+    return f"{where or '(top level)'}: {message}"
+
+
+def format_validation_error(
+    error: ValidationError, what: str, model: type[BaseModel] | None = None
+) -> str:
+    """One line naming every invalid field of ``what`` by its dotted path, and what it needs.
+
+    ``model``, the class that was validated, lets the message list the valid fields where an
+    unknown one is given and show what a mapping looks like where something else is given.
+    """
+    problems = [_problem(item, model) for item in error.errors(include_url=False)]
     return f"invalid {what}: " + "; ".join(problems)
 
 
@@ -301,7 +394,8 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfi
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:
-        raise LossurfError(format_validation_error(error, f"experiment config in {source}")) from None
+        message = format_validation_error(error, f"experiment config in {source}", ExperimentConfig)
+        raise LossurfError(message) from None
 
 
 def read_yaml(content: bytes | str, what: str, fix: str) -> Any:

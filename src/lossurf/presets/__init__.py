@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,6 +34,9 @@ class _Frozen(BaseModel):
 
 class MethodSpec(_Frozen):
     """A named training method: an optimizer (any ``lossurf.optim`` name) and its lr."""
+
+    #: What one looks like, for the message when something else is given.
+    yaml_example: ClassVar[tuple[str, str]] = ("a method", "{optimizer: sgd, lr: 0.1}")
 
     optimizer: str
     lr: float = Field(gt=0)
@@ -186,7 +189,7 @@ def parse_preset(raw: Any, source: str = "<dict>") -> Preset:
     try:
         return Preset.model_validate(raw)
     except ValidationError as error:
-        raise LossurfError(format_validation_error(error, f"preset {source}")) from None
+        raise LossurfError(format_validation_error(error, f"preset {source}", Preset)) from None
 
 
 def load_preset(name_or_path: str | Path | Preset) -> Preset:
