@@ -193,3 +193,22 @@ def test_preset_errors_list_the_valid_fields():
     assert "optimizers.pairz: Extra inputs are not permitted (did you mean 'pairs'?); valid " \
            "fields here: bilinear_methods, methods, pairs" in message, message
 
+
+
+def test_experiment_file_given_as_preset(tmp_path, run_cli):
+    path = write_config(tmp_path / "d.yaml")
+    assert_user_error(
+        run_cli("run", "optimizers", "--preset", path, "--out", tmp_path / "x"),
+        f"{path} is an experiment file, not a preset; train it with `lossurf train {path} "
+        f"--out DIR`, or pass a preset (cifar10, cifar10-vgg, digits, ptb, or a preset YAML)")
+
+
+def test_preset_given_as_experiment_file(tmp_path, run_cli):
+    from importlib import resources
+
+    path = tmp_path / "p.yaml"
+    path.write_bytes(resources.files("lossurf.presets").joinpath("digits.yaml").read_bytes())
+    assert_user_error(
+        run_cli("train", path, "--check"),
+        f"{path} is a preset, not an experiment file; run its recipes with `lossurf run RECIPE "
+        f"--preset {path} --out DIR`, or pass an experiment YAML file (runs:, model:, epochs:)")

@@ -391,6 +391,12 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfi
     """Validate a mapping as an :class:`ExperimentConfig`; errors name the bad field."""
     if not isinstance(raw, dict):
         raise LossurfError(f"{source} must hold a mapping of fields (model:, epochs:, runs:, ...)")
+    if "methods" in raw and "runs" not in raw:  # methods: is what only a preset has
+        raise LossurfError(
+            f"{source} is a preset, not an experiment file; run its recipes with `lossurf run "
+            f"RECIPE --preset {source} --out DIR`, or pass an experiment YAML file (runs:, "
+            f"model:, epochs:)"
+        )
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as error:

@@ -186,6 +186,11 @@ def parse_preset(raw: Any, source: str = "<dict>") -> Preset:
     """Validate a mapping as a :class:`Preset`; errors name the bad field."""
     if not isinstance(raw, dict):
         raise LossurfError(f"preset {source} must hold a mapping of fields (name:, data:, model:, ...)")
+    if "runs" in raw and "methods" not in raw:  # runs: is what only an experiment file has
+        raise LossurfError(
+            f"{source} is an experiment file, not a preset; train it with `lossurf train "
+            f"{source} --out DIR`, or pass a preset ({', '.join(preset_names())}, or a preset YAML)"
+        )
     try:
         return Preset.model_validate(raw)
     except ValidationError as error:
