@@ -212,3 +212,17 @@ def test_preset_given_as_experiment_file(tmp_path, run_cli):
         run_cli("train", path, "--check"),
         f"{path} is a preset, not an experiment file; run its recipes with `lossurf run RECIPE "
         f"--preset {path} --out DIR`, or pass an experiment YAML file (runs:, model:, epochs:)")
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("9" * 5000, "Exceeds the limit (4300 digits)"),
+    ("2020-13-45", "month must be in 1..12"),
+])
+def test_yaml_value_python_cannot_build(tmp_path, run_cli, value, problem):
+    """An integer past Python's 4300-digit limit or an impossible date raised ValueError from
+    inside the YAML loader."""
+    path = tmp_path / "e.yaml"
+    path.write_text(f"model: {{name: mlp}}\nepochs: 1\nruns: [{{optimizer: sgd, lr: 0.1}}]\n"
+                    f"name: {value}\n")
+    assert_user_error(run_cli("train", path, "--check"), "e.yaml is not valid YAML at line 4",
+                      problem, "fix the value")

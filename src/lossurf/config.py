@@ -404,6 +404,21 @@ def parse_config(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfi
         raise LossurfError(message) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose values Python cannot build (an integer of more than 4300
+    digits, the date 2020-13-45) are YAML errors at their line, not a bare ValueError."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except LossurfError:
+            raise
+        except (ValueError, OverflowError) as error:
+            raise yaml.constructor.ConstructorError(
+                None, None, str(error).split(";")[0], node.start_mark
+            ) from None
+
+
 def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
     """The YAML document in ``content`` (a file's bytes or text).
 
@@ -424,7 +439,7 @@ def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
             ) from None
     loader = None
     try:
-        loader = yaml.SafeLoader(content)
+        loader = _Loader(content)
         node = loader.get_single_node()  # what safe_load does, with the repeat check between
         if node is None:
             return None
@@ -439,7 +454,10 @@ def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise LossurfError(f"{what} is not valid YAML{where}: fix the syntax") from None
+        problem = " ".join(str(getattr(error, "problem", None) or "").split())
+        why = f" ({problem})" if problem else ""
+        fix = "the value" if isinstance(error, yaml.constructor.ConstructorError) else "the syntax"
+        raise LossurfError(f"{what} is not valid YAML{where}{why}: fix {fix}") from None
     finally:
         if loader is not None:
             loader.dispose()
