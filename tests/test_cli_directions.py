@@ -89,7 +89,13 @@ def test_pca_needs_checkpoints(tmp_path, cli):
     })
     train_experiment(config, tmp_path / "exp")
     code, out, err = cli("surface", "pca", tmp_path / "exp", "--run", "sgd", "--no-progress")
-    assert code == 2 and "checkpoint_every: 1" in err and err.count("\n") == 1
+    assert code == 2 and "got 2; train with checkpoint_every: 1" in err and err.count("\n") == 1
+
+
+def test_pca_with_a_checkpoint_every_epoch_asks_for_more_epochs(experiment_dir, cli):
+    code, out, err = cli("surface", "pca", experiment_dir, "--run", "sgd:epoch=1", "--no-progress")
+    assert code == 2 and err.count("\n") == 1
+    assert "got 2; train with more epochs or pick a later epoch of the run" in err
 
 
 def test_hessian_plane(experiment_dir, tmp_path, cli):

@@ -204,7 +204,25 @@ class Experiment:
     def _load(self, path: Path, digest: str | None) -> dict[str, torch.Tensor]:
         if digest is not None and file_hash(path) != digest:
             raise self._corrupted(path)
-        return load_weights(path, fix=f"{self.repair} recreates it")
+        weights = load_weights(path, fix=f"{self.repair} recreates it")
+        self._check_architecture(path, weights)
+        return weights
+
+    def _check_architecture(self, path: Path, weights: dict[str, torch.Tensor]) -> None:
+        """Refuse weights that are not of this experiment's model, naming the file (a file
+        copied in from elsewhere, with its record edited to match)."""
+        if not hasattr(self, "_shapes"):
+            self._shapes = {k: tuple(v.shape) for k, v in self.model().state_dict().items()}
+        problem = next((f"key {k!r} is missing" for k in self._shapes if k not in weights), None)
+        problem = problem or next((f"it has a key {k!r} the model lacks" for k in weights
+                                   if k not in self._shapes), None)
+        problem = problem or next(
+            (f"key {k!r} is {tuple(weights[k].shape)}, not {shape}"
+             for k, shape in self._shapes.items() if tuple(weights[k].shape) != shape), None)
+        if problem:
+            raise LossurfError(f"{path} holds weights of another architecture than this "
+                               f"experiment's {self.config.model.name} ({problem}); delete it: "
+                               f"{self.repair} recreates it")
 
     def metrics(self, run: str) -> "pd.DataFrame":
         """The run's per-epoch metrics table (epoch 0 is the initialization)."""

@@ -321,9 +321,15 @@ def pca_plane(
     else:
         states = [as_state(s) for s in trajectory]
     if len(states) < 3:
+        fix = "pass a trajectory of three or more weight vectors"
+        if isinstance(trajectory, Experiment):
+            config = trajectory.config
+            fix = ("train with more epochs" if config.checkpoint_every == 1 else
+                   "train with checkpoint_every: 1") + (" or pick a later epoch of the run"
+                                                        if ":" in str(run) else "")
         raise LossurfError(
             f"PCA of a trajectory needs at least three checkpoints (two besides the final "
-            f"weights), got {len(states)}; train with checkpoint_every: 1"
+            f"weights), got {len(states)}; {fix}"
         )
     epochs = list(range(len(states))) if epochs is None else [int(e) for e in epochs]
     if len(epochs) != len(states):
