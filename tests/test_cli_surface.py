@@ -68,6 +68,8 @@ def test_basin_plane_and_distance(experiment_dir, tmp_path, cli):
          r"unknown end point 'sgd@seed0' \(this experiment has one seed, 0: its end points carry "
          r"no @seed\); use one of \['init', 'sgd'"),
         (["surface", "plane", "{exp}", "--points", "init,sgd,sgd"], "the same weights"),
+        (["surface", "plane", "{exp}", "--points", "init,,adam"],
+         "--points 'init,,adam' has an empty name; separate the end points with single commas"),
         (["surface", "line", "{exp}", "--from", "init", "--to", "adam", "--steps", "1"], "at least two steps"),
         (["surface", "line", "{exp}", "--from", "init", "--to", "adam:epoch=7"], "no checkpoint for epoch 7"),
         (["surface", "plane", "{exp}", "--points", "init,sgd"], "3 points|three"),

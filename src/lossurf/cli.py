@@ -256,7 +256,10 @@ def surface_plane(
     """Loss over a plane through 3 or 4 end points (paper eqs. 3-8, Figs. 2-3, Table 1)."""
     from lossurf import surface
 
-    names = [p for p in (s.strip() for s in points.split(",")) if p]
+    names = [s.strip() for s in points.split(",")]
+    if not all(names):
+        raise LossurfError(f"--points {points!r} has an empty name; separate the end points with "
+                           "single commas, e.g. --points init,sgd,adam")
 
     def call(model, weights, data, **kw):
         return surface.plane(model, weights, data, kind=kind, steps=steps, margin=margin,
