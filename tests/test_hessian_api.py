@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -88,7 +90,7 @@ def test_bad_requests_are_named(problem, tmp_path):
     model, data, _ = problem
     with pytest.raises(LossurfError, match="nothing to compute"):
         hessian.analyze(model, model.state_dict(), data, top=None)
-    with pytest.raises(LossurfError, match="k must be an integer from 1"):
+    with pytest.raises(LossurfError, match="--top must be at most the number of parameters"):
         hessian.top_eigenpairs(model, model.state_dict(), data, k=10_000)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "zarr.json").write_text("{not json")
@@ -108,3 +110,35 @@ def test_a_regular_file_as_store_is_called_a_file(problem, tmp_path):
         assert str(info.value) == (f"{named} is a file, not a Hessian store (a zarr directory) "
                                    "or a folder; pass another --out")
         assert afile.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"top": -1}, "--top must be a whole number of eigenpairs"),
+    ({"top": 2.5}, "--top must be a whole number of eigenpairs"),
+    ({"top": 10_000}, "--top must be at most the number of parameters"),
+    ({"top": 3, "max_iter": 2}, "--top 3 asks for more eigenpairs than the 2 Lanczos steps"),
+    ({"tol": 0}, "--tol must be a number between 0 and 1"),
+    ({"tol": 1.5}, "--tol must be a number between 0 and 1"),
+    ({"sharpness": [1e-3, -1]}, "--sharpness must be a positive eps"),
+    ({"sharpness": [0]}, "--sharpness must be a positive eps"),
+    ({"sharpness": [1e-3], "sharpness_method": "adam"}, "unknown sharpness method 'adam'"),
+    ({"sharpness": [1e-3], "sharpness_steps": 0}, "steps must be a positive integer"),
+    ({"trace": True, "trace_tol": 0}, "tol must be a positive number"),
+    ({"trace": True, "trace_samples": (1, 5)}, "min_samples must be an integer of at least 2"),
+    ({"density": True, "density_probes": 0}, "probes must be a positive integer"),
+    ({"density": True, "sigma": -1}, "sigma must be a positive fraction"),
+    ({"density": True, "points": 1}, "points must be an integer of at least 2"),
+])
+def test_bad_settings_are_refused_before_the_store_is_made(problem, tmp_path, options, message):
+    model, data, _ = problem
+    store = tmp_path / "h.zarr"
+    with pytest.raises(LossurfError, match=re.escape(message)):
+        hessian.analyze(model, model.state_dict(), data, store=store, **options)
+    assert not store.exists()
+
+
+def test_top_zero_means_none_as_in_the_cli(problem):
+    model, data, _ = problem
+    ds = hessian.analyze(model, model.state_dict(), data, top=0, trace=True,
+                         trace_samples=(2, 2))
+    assert "eigenvalues" not in ds and "trace" in ds

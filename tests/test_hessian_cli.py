@@ -59,10 +59,20 @@ def test_hessian_table_for_several_end_points(experiment_dir, tmp_path, cli):
     (["lion"], "unknown end point 'lion'"),
     (["adam:epoch=7"], "no checkpoint for epoch 7"),
     (["adam", "--top", "0", "--sharpness", "0"], "nothing to compute"),
-    (["adam", "--top", "100000"], "k must be an integer from 1"),
+    (["adam", "--top", "100000"],
+     r"--top must be at most the number of parameters \(\d+\), got 100000"),
+    (["adam", "--top", "-1"], r"--top must be a whole number of eigenpairs, at least 1 \(0 for "
+                              r"none\); got -1$"),
+    (["adam", "--top", "300"], r"--top 300 asks for more eigenpairs than the 200 Lanczos steps"),
+    (["adam", "--tol", "0"], r"--tol must be a number between 0 and 1 \(e\.g\. 1e-4\), got 0\.0$"),
+    (["adam", "--tol", "nan"], r"--tol must be a number between 0 and 1 .*got nan$"),
+    (["adam", "--sharpness", "-1"], r"--sharpness must be a positive eps \(e\.g\. 1e-3; 0 for "
+                                    r"none\), got -1\.0$"),
+    (["adam", "--sharpness", "inf"], r"--sharpness must be a positive eps .*got inf$"),
 ])
 def test_bad_hessian_requests_exit_2_with_one_line(experiment_dir, tmp_path, cli, args, message):
     code, _, err = cli("hessian", experiment_dir, *args, "--out", tmp_path / "h.zarr")
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert re.search(message, err)
+    assert re.search(message, err.strip()), err
+    assert not (tmp_path / "h.zarr").exists()  # checked before anything is made

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ import xarray as xr
 from torch import nn
 
 from lossurf.errors import LossurfError
-from lossurf.hessian.density import density_grid, slq, spectral_density
+from lossurf.hessian.density import check_density_grid, check_slq, density_grid, slq, spectral_density
 from lossurf.hessian.hvp import HessianOperator
 from lossurf.hessian.lanczos import lanczos_top
-from lossurf.hessian.sharpness import eps_sharpness_of
+from lossurf.hessian.sharpness import check_sharpness, eps_sharpness_of
 from lossurf.hessian.store import PARTS, check_path, check_store, load, read_part, write_part
-from lossurf.hessian.trace import hutchinson
+from lossurf.hessian.trace import check_hutchinson, hutchinson
 from lossurf.locks import exclusive_lock
 from lossurf.params import StateDict, as_state, state_hash
 from lossurf.threads import threads_for, torch_threads
@@ -108,6 +109,13 @@ def _run(model: nn.Module, weights: StateDict | nn.Module, data: Any,
     state = as_state(weights)
     data, described = eval_data(data, split=split, subset=subset, seed=data_seed)
     op = HessianOperator(model, state, data, batch_size=batch_size, method=method, device=device)
+    if "topk" in requests:  # the bounds that need the model's size, before the store is made
+        k, steps = requests["topk"]["k"], requests["topk"]["max_iter"]
+        if k > op.n:
+            raise LossurfError(f"--top must be at most the number of parameters ({op.n}), got {k}")
+        if k > steps:
+            raise LossurfError(f"--top {k} asks for more eigenpairs than the {steps} Lanczos "
+                               f"steps allowed (max_iter); ask for at most {steps}")
     root = _jsonable({
         **(attrs or {}), "lossurf_kind": "hessian", "weights_hash": state_hash(state),
         "data": described, "parameters": op.n, "architecture": type(model).__name__,
@@ -140,6 +148,27 @@ def _part_of(variable: str) -> str:
     return "sharpness"
 
 
+def _check_settings(top: Any, tol: Any, max_iter: Any, sharpness: Any) -> None:
+    """Refuse bad settings of :func:`analyze` in the words of ``lossurf hessian``'s flags
+    (``--top``, ``--tol``, ``--sharpness``), before anything is computed or written."""
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
+            raise LossurfError(f"--top must be a whole number of eigenpairs, at least 1 (0 for "
+                               f"none); got {top!r}")
+        if top:
+            if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < 1):
+                raise LossurfError(f"--tol must be a number between 0 and 1 (e.g. 1e-4), got "
+                                   f"{tol!r}")
+            if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
+                raise LossurfError(f"max_iter must be a whole number of Lanczos steps, got "
+                                   f"{max_iter!r}")
+    for eps in sharpness or ():
+        good = isinstance(eps, (int, float, np.floating)) and not isinstance(eps, bool)
+        if not (good and math.isfinite(eps) and eps > 0):
+            raise LossurfError(f"--sharpness must be a positive eps (e.g. 1e-3; 0 for none), got "
+                               f"{eps!r}")
+
+
 def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
             top: int | None = 5, tol: float = 1e-4, max_iter: int = 200,
             eigenvectors: bool = True, trace: bool = False, trace_tol: float = 1e-2,
@@ -156,7 +185,7 @@ def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
         model: the architecture (never modified).
         weights: the point to analyse (state dict or module).
         data: an ``EvalData`` or a ``lossurf.data.Dataset``.
-        top: number of top eigenpairs (default 5; None for none).
+        top: number of top eigenpairs (default 5; None or 0 for none).
         tol, max_iter: Lanczos relative residual tolerance (default 1e-4) and step budget (200).
         eigenvectors: keep the top eigenvectors as flat vectors over ``parameter`` (default True).
         trace: estimate the trace (Hutchinson); ``trace_tol`` is the relative standard error to
@@ -178,9 +207,10 @@ def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
         ``trace_stderr``, ``density`` over ``eigenvalue``, ``eps_sharpness`` over ``eps`` (those
         asked for), and attrs with each method's tolerance, iterations and seed.
     """
+    _check_settings(top, tol, max_iter, sharpness)
     requests: dict[str, dict] = {}
-    if top is not None:
-        requests["topk"] = {"k": top, "tol": tol, "max_iter": max_iter, "seed": seed,
+    if top:
+        requests["topk"] = {"k": int(top), "tol": tol, "max_iter": max_iter, "seed": seed,
                             "eigenvectors": bool(eigenvectors)}
     if trace:
         requests["trace"] = {"tol": trace_tol, "min_samples": trace_samples[0],
@@ -195,6 +225,14 @@ def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
     if not requests:
         raise LossurfError("nothing to compute; ask for top eigenpairs, the trace, the density "
                            "or the sharpness (e.g. --top 5 or --trace)")
+    # every setting is checked before _run makes the store: a refused request leaves nothing
+    if "trace" in requests:
+        check_hutchinson(trace_tol, *trace_samples)
+    if "density" in requests:
+        check_slq(density_probes, density_steps)
+        check_density_grid(sigma, points)
+    if "sharpness" in requests:
+        check_sharpness(requests["sharpness"]["eps"][0], sharpness_steps, sharpness_method)
     if store is not None:
         check_path(Path(store))
     return _run(model, weights, data, requests, split=split, subset=subset, data_seed=data_seed,

@@ -44,6 +44,21 @@ class Quadrature:
     steps: int
 
 
+def check_slq(probes: int, steps: int) -> None:
+    """Refuse bad settings of :func:`slq` (also called before a store is made)."""
+    for name, value in (("probes", probes), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LossurfError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_density_grid(sigma: float, points: int) -> None:
+    """Refuse bad settings of :func:`density_grid` (also called before a store is made)."""
+    if not (isinstance(sigma, (int, float)) and sigma > 0):
+        raise LossurfError(f"sigma must be a positive fraction of the spectrum's width, got {sigma!r}")
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise LossurfError(f"points must be an integer of at least 2, got {points!r}")
+
+
 def slq(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, probes: int = 4,
         steps: int = 80, seed: int = 0, device=None) -> Quadrature:
     """Gauss quadrature nodes and weights of the spectral density from ``probes`` random starts.
@@ -56,9 +71,7 @@ def slq(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, probes: int =
         seed: seeds the probes (default 0).
         device: where the Lanczos basis lives (default CPU).
     """
-    for name, value in (("probes", probes), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise LossurfError(f"{name} must be a positive integer, got {value!r}")
+    check_slq(probes, steps)
     steps = min(steps, n)
     generator = torch.Generator().manual_seed(int(seed))
     nodes = np.zeros((probes, steps))
@@ -84,10 +97,7 @@ def density_grid(quadrature: Quadrature, *, sigma: float = 0.01, points: int = 1
     Returns:
         ``(grid, sigma_absolute)``.
     """
-    if not (isinstance(sigma, (int, float)) and sigma > 0):
-        raise LossurfError(f"sigma must be a positive fraction of the spectrum's width, got {sigma!r}")
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise LossurfError(f"points must be an integer of at least 2, got {points!r}")
+    check_density_grid(sigma, points)
     lo, hi = float(quadrature.nodes.min()), float(quadrature.nodes.max())
     extent = hi - lo if hi > lo else max(abs(hi), 1.0)
     width = sigma * extent

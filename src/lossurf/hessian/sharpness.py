@@ -70,6 +70,16 @@ class SharpnessResult:
     evaluations: int
 
 
+def check_sharpness(eps: float, steps: int, method: str) -> None:
+    """Refuse bad settings of :func:`eps_sharpness_of` (also called before a store is made)."""
+    if method not in SHARPNESS_METHODS:
+        raise LossurfError(f"unknown sharpness method {method!r}; use one of: {', '.join(SHARPNESS_METHODS)}")
+    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
+        raise LossurfError(f"eps must be a positive number (e.g. 1e-3), got {eps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise LossurfError(f"steps must be a positive integer, got {steps!r}")
+
+
 def eps_sharpness_of(loss_grad: LossGrad, x: torch.Tensor, *, eps: float = 1e-3, steps: int = 10,
                      method: str = "pgd", seed: int = 0) -> SharpnessResult:
     """Epsilon-sharpness of ``f`` at ``x``, given ``loss_grad(theta) -> (f, grad f)``.
@@ -85,12 +95,7 @@ def eps_sharpness_of(loss_grad: LossGrad, x: torch.Tensor, *, eps: float = 1e-3,
     Returns:
         A :class:`SharpnessResult`.
     """
-    if method not in SHARPNESS_METHODS:
-        raise LossurfError(f"unknown sharpness method {method!r}; use one of: {', '.join(SHARPNESS_METHODS)}")
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool) and eps > 0):
-        raise LossurfError(f"eps must be a positive number (e.g. 1e-3), got {eps!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise LossurfError(f"steps must be a positive integer, got {steps!r}")
+    check_sharpness(eps, steps, method)
     x = x.detach().double()
     bound = eps * (x.abs() + 1)
     base, _ = loss_grad(x)

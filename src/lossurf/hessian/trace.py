@@ -43,6 +43,17 @@ class TraceResult:
     tol: float
 
 
+def check_hutchinson(tol: float, min_samples: int, max_samples: int) -> None:
+    """Refuse bad settings of :func:`hutchinson` (also called before a store is made)."""
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
+        raise LossurfError(f"min_samples must be an integer of at least 2, got {min_samples!r}")
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < min_samples:
+        raise LossurfError(f"max_samples must be an integer of at least min_samples={min_samples}, "
+                           f"got {max_samples!r}")
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise LossurfError(f"tol must be a positive number, got {tol!r}")
+
+
 def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, tol: float = 1e-2,
                min_samples: int = 10, max_samples: int = 200, seed: int = 0,
                probes: torch.Tensor | None = None, device=None) -> TraceResult:
@@ -66,13 +77,7 @@ def hutchinson(matvec: Callable[[torch.Tensor], torch.Tensor], n: int, *, tol: f
         values = np.array([float(z.double() @ matvec(z.to(device, torch.float64)).to(z.device))
                            for z in probes])
         return TraceResult(float(values.sum()), 0.0, values, True, float(tol))
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 2:
-        raise LossurfError(f"min_samples must be an integer of at least 2, got {min_samples!r}")
-    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < min_samples:
-        raise LossurfError(f"max_samples must be an integer of at least min_samples={min_samples}, "
-                           f"got {max_samples!r}")
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise LossurfError(f"tol must be a positive number, got {tol!r}")
+    check_hutchinson(tol, min_samples, max_samples)
     generator = torch.Generator().manual_seed(int(seed))
     values: list[float] = []
     converged = False
