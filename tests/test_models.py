@@ -385,6 +385,10 @@ def test_invalid_spec() -> None:
         build({"name": "mlp", "init": {"scheme": "xavier"}})
     with pytest.raises(LossurfError, match="must be a mapping"):
         build(5)  # type: ignore[arg-type]
+    with pytest.raises(LossurfError, match=r"invalid model spec: optionz: Extra inputs are not "
+                                           r"permitted \(did you mean 'options'\?\); valid "
+                                           r"fields here: init, name, options"):
+        build({"name": "mlp", "optionz": {}})
 
 
 # ---------------------------------------------------------------- functional_call, layouts

@@ -242,11 +242,9 @@ def build(
         try:
             spec = ModelSpec.model_validate(dict(spec))
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or 'spec'}: {item['msg']}"
-                for item in error.errors()
-            )
-            raise LossurfError(f"invalid model spec: {problems}") from None
+            from lossurf.config import format_validation_error
+
+            raise LossurfError(format_validation_error(error, "model spec", ModelSpec)) from None
         except (TypeError, ValueError):
             raise LossurfError(
                 f"a model spec must be a mapping with 'name', 'options', 'init'; got {spec!r}"
