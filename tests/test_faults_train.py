@@ -210,6 +210,70 @@ def test_flipped_final_weights_are_refused_and_train_recreates_them(reference, t
     assert lossurf.load_experiment(out).resolve("adam").path == final
 
 
+def test_a_damaged_run_retrains_with_its_recorded_threads_to_the_same_bytes(tmp_path, monkeypatch):
+    # conv layers round differently at another thread count: the retrain must use the first's
+    config = load_config(write_config(
+        tmp_path / "cnn.yaml", model={"name": "cnn-small", "options": {"batch_norm": True}},
+        epochs=1, batch_size=64, runs=[{"optimizer": "adam", "lr": 0.01}]))
+    monkeypatch.setenv("LOSSURF_THREADS", "1")
+    train_experiment(config, tmp_path / "ref")
+    layout = ExperimentLayout(tmp_path / "ref")
+    assert lossurf.runs.read_json(layout.run_info("adam"))["threads"] == 1
+    out = copy_of(tmp_path / "ref", tmp_path)
+    monkeypatch.setenv("LOSSURF_THREADS", "2")
+    train_experiment(config, tmp_path / "two")  # the same run at 2 threads: other bytes
+    assert not same_files(ExperimentLayout(tmp_path / "two").checkpoint("adam", None),
+                          layout.checkpoint("adam", None))
+    flip_last_byte(ExperimentLayout(out).checkpoint("adam", None))
+    assert "redone" in train_experiment(config, out)["adam"]
+    assert same_files(ExperimentLayout(out).checkpoint("adam", None), layout.checkpoint("adam", None))
+
+
+@pytest.mark.parametrize("content", ["", '{"name": "ad', "[]"])
+def test_a_damaged_run_json_of_a_finished_run_is_written_again(reference, tmp_path, content):
+    config, ref = reference
+    out = copy_of(ref, tmp_path)
+    path = ExperimentLayout(out).run_info("adam")
+    original = path.read_bytes()
+    path.write_text(content)
+    assert "redone" not in train_experiment(load_config(config), out)["adam"]
+    assert path.read_bytes() == original
+    path.unlink()
+    train_experiment(load_config(config), out)
+    assert path.read_bytes() == original
+
+
+def test_weights_of_another_architecture_are_named_with_the_file(reference, run_cli, tmp_path):
+    from lossurf.models import build
+    from lossurf.config import ModelSpec
+    from lossurf.runs import save_weights
+
+    _, ref = reference
+    out = copy_of(ref, tmp_path)
+    final = ExperimentLayout(out).checkpoint("adam", None)
+    other = build(ModelSpec(name="mlp", options={"hidden": [8]}), seed=0).state_dict()
+    digest = save_weights(final, other)  # its record edited to match: only the shapes tell
+    status = lossurf.runs.read_json(ExperimentLayout(out).status("adam"))
+    status["checkpoints"]["final.safetensors"] = digest
+    lossurf.runs.write_json(ExperimentLayout(out).status("adam"), status)
+    proc = run_cli("surface", "line", out, "--from", "init", "--to", "adam", "--steps", "3",
+                   "--no-progress")
+    assert_user_error(proc, f"{final} holds weights of another architecture than this "
+                            "experiment's mlp (key 'layers.fc1.weight' is (8, 64), not (16, 64)); "
+                            f"delete it: `lossurf train {out / 'experiment.yaml'} --out {out}` "
+                            "recreates it")
+
+
+def test_another_experiment_in_the_directory_names_what_differs(reference, run_cli, tmp_path):
+    _, ref = reference
+    out = copy_of(ref, tmp_path)
+    runs = [{"optimizer": "sgd", "lr": 0.2}, {"optimizer": "adam", "lr": 0.01}]
+    changed = write_config(tmp_path / "changed.yaml", epochs=4, runs=runs)
+    proc = run_cli("train", changed, "--out", out, "--no-progress")
+    assert_user_error(proc, f"{out} already holds a different experiment (it differs in epochs 3 "
+                            "-> 4, runs); pass another --out or delete that directory")
+
+
 def test_missing_final_weights_are_not_finished(reference, tmp_path):
     config, ref = reference
     out = copy_of(ref, tmp_path)

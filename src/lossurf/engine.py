@@ -21,6 +21,7 @@ and any other damaged file is one :class:`~lossurf.errors.LossurfError` naming i
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -120,7 +121,7 @@ def prepare_experiment(
     if layout.config.is_file():
         existing = read_bytes(layout.config, "pass another --out")
         if existing != text.encode() and not _same_experiment(existing, resolved):
-            _refuse_other(layout, existing)
+            _refuse_other(layout, existing, resolved)
     else:
         model = models.build(resolved.model)  # an unknown model or option fails before anything is written
         for run in resolved.runs:  # an unknown optimizer too
@@ -154,12 +155,13 @@ def _same_experiment(existing: bytes, config: ExperimentConfig) -> bool:
         return False  # _refuse_other says what is wrong with it
 
 
-def _refuse_other(layout: ExperimentLayout, existing: bytes) -> None:
-    """The directory's experiment.yaml differs from the config: damaged, or another experiment."""
+def _refuse_other(layout: ExperimentLayout, existing: bytes, config: ExperimentConfig) -> None:
+    """The directory's experiment.yaml differs from the config: damaged, or another experiment
+    (the message names the fields that differ)."""
     from lossurf.config import parse_config
 
     try:
-        parse_config(yaml.safe_load(existing.decode("utf-8")), str(layout.config))
+        other = parse_config(yaml.safe_load(existing.decode("utf-8")), str(layout.config))
     except (UnicodeDecodeError, yaml.YAMLError, LossurfError) as error:
         reason = ("not UTF-8 text" if isinstance(error, UnicodeDecodeError)
                   else "not a valid experiment config")
@@ -167,9 +169,14 @@ def _refuse_other(layout: ExperimentLayout, existing: bytes) -> None:
             f"{layout.config} is corrupted ({reason}); replace it with this experiment's YAML "
             "file (or delete it) and run `lossurf train` with that file again"
         ) from None
+    was, now = other.model_dump(mode="json"), config.model_dump(mode="json")
+    changed = [f"{key} {was.get(key)!r} -> {now[key]!r}"
+               if not isinstance(now[key], (dict, list)) else key
+               for key in now if was.get(key) != now[key]]
     raise LossurfError(
-        f"{layout.root} already holds a different experiment; pass another --out "
-        "or delete that directory to start over"
+        f"{layout.root} already holds a different experiment (it differs in "
+        f"{', '.join(changed) or 'its file'}); pass another --out or delete that directory to "
+        "start over"
     )
 
 
@@ -234,6 +241,15 @@ def _metrics_row(
     return row
 
 
+def _recorded_info(path: Path) -> dict[str, Any]:
+    """A run's ``run.json``, or ``{}`` when it is missing or unreadable (it is written again)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def train_run(
     layout: ExperimentLayout,
     config: ExperimentConfig,
@@ -254,24 +270,30 @@ def train_run(
     status_path = layout.status(name)
     resume_path = layout.resume_state(name)
     redone: str | None = None
+    info = {"name": name, "seed": seed, "spec": run.model_dump(mode="json"),
+            "precision": config.precision}
+    if run.switch is not None:  # the last epoch of the first method (metrics: optimizer changes after)
+        info["switch_epoch"] = switch_epoch(run.switch.at, config.epochs)
+    recorded = _recorded_info(layout.run_info(name))
+    # the thread count the run was trained with: a damaged run retrains with it, to the same bytes
+    threads = recorded.get("threads") if isinstance(recorded.get("threads"), int) else None
     if status_path.is_file():
         status = read_status(layout, name)
+        threads = status.get("threads", threads)  # recorded when the run ended
         if status["status"] in ("finished", "diverged"):
             redone = find_damage(layout, name, status)
             if redone is None:
                 # A kill between the final status and the removal of the resume state
                 # leaves one behind: it describes nothing now.
                 resume_path.unlink(missing_ok=True)
+                kept = {**info, **({"threads": threads} if threads is not None else {})}
+                if recorded != kept:  # a damaged or missing run.json is written again
+                    write_json(layout.run_info(name), kept)
                 return status
             _log.warning("run %s was %s, but %s; training it again from its initialization",
                          name, status["status"], redone)
             resume_path.unlink(missing_ok=True)
     device = torch.device(config.device)
-    info = {"name": name, "seed": seed, "spec": run.model_dump(mode="json"),
-            "precision": config.precision}
-    if run.switch is not None:  # the last epoch of the first method (metrics: optimizer changes after)
-        info["switch_epoch"] = switch_epoch(run.switch.at, config.epochs)
-    write_json(layout.run_info(name), info)
     init_state = load_weights(
         layout.init(seed), recorded_init_hash(layout, seed),
         fix=f"run {train_command(layout.root)} to recreate it",
@@ -312,10 +334,11 @@ def train_run(
             raise LossurfError(
                 f"resume state {resume_path} is corrupted (optimizer state: {error}); {RESUME_FIX}"
             ) from None
-    if progress.threads is None:
-        progress.threads = torch.get_num_threads()  # what cpu_threads chose for this start
+    if progress.threads is None:  # a fresh start: as recorded, else what cpu_threads chose
+        progress.threads = threads if threads is not None else torch.get_num_threads()
     # For the rest of this run (the caller's cpu_threads context restores the count after).
     torch.set_num_threads(progress.threads)
+    write_json(layout.run_info(name), {**info, "threads": progress.threads})
     if progress.rows is not None:
         metrics = MetricsLog(layout.metrics(name), columns, progress.rows)
         metrics.write()  # restores a metrics.csv truncated or damaged since
@@ -370,7 +393,8 @@ def train_run(
             metrics.append({**row_for(epoch, stats.mean_batch_loss, digest),
                             "train_loss": math.nan, "test_loss": math.nan})
             status = {"status": "diverged", "diverged_epoch": epoch, "epochs_done": epoch,
-                      "checkpoints": progress.checkpoints, "metrics_sha256": metrics.sha256}
+                      "checkpoints": progress.checkpoints, "metrics_sha256": metrics.sha256,
+                      "threads": progress.threads}
             if redone:
                 status["redone"] = redone
             write_json(status_path, status)
@@ -400,7 +424,7 @@ def train_run(
     final = layout.checkpoint(name, None)
     progress.checkpoints[final.name] = save_weights(final, model.state_dict())
     status = {"status": "finished", "epochs_done": config.epochs, "checkpoints": progress.checkpoints,
-              "metrics_sha256": metrics.sha256}
+              "metrics_sha256": metrics.sha256, "threads": progress.threads}
     if redone:
         status["redone"] = redone
     write_json(status_path, status)

@@ -440,6 +440,7 @@ def read_status(layout: ExperimentLayout, run: str) -> dict[str, Any]:
         or not isinstance(checkpoints, dict)
         or not all(_CHECKPOINT.match(str(k)) and isinstance(v, str) for k, v in checkpoints.items())
         or not isinstance(status.get("metrics_sha256", ""), str)
+        or not (isinstance(status.get("threads", 1), int) and status.get("threads", 1) >= 1)
     ):
         raise LossurfError(f"{path} is corrupted (not a run status record); {fix}")
     return status
