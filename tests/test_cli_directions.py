@@ -123,3 +123,11 @@ def test_hessian_plane(experiment_dir, tmp_path, cli):
     unit = d1 / length
     hv = op.hvp(unit.to(op.theta.dtype)).cpu().double()
     assert float((hv - values[0] * unit).norm()) <= 1e-2 * abs(values[0])
+
+
+def test_hessian_plane_refuses_a_hessian_subset_below_one(experiment_dir, tmp_path, cli):
+    code, _, err = cli("surface", "hessian", experiment_dir, "--at", "adam", "--hessian-subset",
+                       "0", "--out", tmp_path / "h.zarr", "--no-progress")
+    assert code == 2 and err.count("\n") == 1
+    assert "hessian_subset (--hessian-subset) must be at least 1 example, got 0" in err
+    assert not (tmp_path / "h.zarr").exists()

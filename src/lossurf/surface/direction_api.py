@@ -410,6 +410,10 @@ def hessian_plane(
     from lossurf.hessian import top_eigenpairs
 
     options, evaluator_options = _split_options(dict(options))
+    if hessian_subset is not None and (isinstance(hessian_subset, bool)
+                                       or not isinstance(hessian_subset, int) or hessian_subset < 1):
+        raise LossurfError(f"hessian_subset (--hessian-subset) must be at least 1 example, got "
+                           f"{hessian_subset!r}; leave it out for 512")
     center = _center(model, weights)
     s = _check_span(span)
     grid = direction_plane_grid("hessian", alphas, betas, range_x=(-s, s), range_y=(-s, s),
