@@ -46,19 +46,10 @@ def cli(monkeypatch, capsys):
     return run
 
 
-
 @pytest.fixture
 def read_only_dir(tmp_path):
     """An empty directory on a read-only tmpfs (needs root and mount permission; else skip)."""
-    import subprocess
+    from _mounts import tmpfs
 
-    disk = tmp_path / "read-only"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({mounted.stderr.strip()})")
-    try:
+    with tmpfs(tmp_path / "read-only", "size=64k,ro") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

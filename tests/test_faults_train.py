@@ -454,16 +454,10 @@ def test_a_write_error_names_the_path_and_the_cause(tmp_path):
 @pytest.fixture
 def tmpfs(tmp_path):
     """A 200 KiB tmpfs mounted for the test (needs root and mount permission)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    from _mounts import tmpfs as mounted
+
+    with mounted(tmp_path / "disk", "size=200k") as disk:
+        yield disk
 
 
 def test_full_disk_is_one_line_and_loses_nothing(run_cli, tmpfs, tmp_path):
