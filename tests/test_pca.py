@@ -80,6 +80,12 @@ def test_degenerate_trajectories_are_refused():
     line = torch.outer(torch.tensor([1.0, 2.0, 3.0]), torch.arange(5.0))
     with pytest.raises(LossurfError, match="lie on one line"):
         trajectory_pca(line)
+    # collinear in float32 (a, b and their midpoint): rounding leaves a second singular value
+    # of about 1e-7 of the first, which is no plane either
+    a, b = torch.randn(1000, generator=torch.Generator().manual_seed(0)), torch.randn(1000)
+    mid = (a + b) / 2
+    with pytest.raises(LossurfError, match="lie on one line"):
+        trajectory_pca(torch.stack([a - mid, b - mid]).float())
     bad = _matrix()
     bad[0, 0] = float("nan")
     with pytest.raises(LossurfError, match="non-finite"):

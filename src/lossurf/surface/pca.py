@@ -28,8 +28,10 @@ from lossurf.errors import LossurfError
 
 __all__ = ["PCAResult", "trajectory_pca"]
 
-#: A second singular value below this fraction of the first means the trajectory spans a line.
-RANK_TOLERANCE = 1e-10
+#: A second singular value below this fraction of the first means the trajectory spans a line:
+#: float32 checkpoints carry a relative rounding of about 1e-7, so collinear ones give a ratio
+#: near 1e-7, not 0 (1e-10 let them through as a plane whose y axis is rounding noise).
+RANK_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
