@@ -103,7 +103,13 @@ class CurveTrainer:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         start, end = as_state(start), as_state(end)
         check_compatible([as_state(model), start, end], ["the model", "start", "end"])
+        if loss_fn is not None and not callable(loss_fn):
+            raise LossurfError(f"loss_fn is a {type(loss_fn).__name__}, not a callable; pass a "
+                               "function (outputs, targets) -> mean loss")
         self.data = train_data(data)
+        if loss_fn is None and self.data.y.is_floating_point():
+            raise LossurfError("regression data (floating-point targets) need a loss: pass "
+                               "loss_fn=, e.g. torch.nn.functional.mse_loss")
         self.work = _copy(model, self.device)
         self.keys = [k for k, p in self.work.named_parameters() if p.is_floating_point()]
         self.start = {k: start[k].to(self.device, torch.float32).detach() for k in self.keys}

@@ -86,6 +86,11 @@ class HessianOperator:
         if not isinstance(data, EvalData):
             raise LossurfError("data must be an EvalData; build it with EvalData(x, y, task) "
                                "or EvalData.from_dataset(dataset)")
+        if data.task == "regression":
+            raise LossurfError("regression data (floating-point targets) have no Hessian here: "
+                               "the Hessian functions differentiate the cross-entropy of class "
+                               "or token ids and take no loss_fn; pass classification or "
+                               "language-model data (integer targets)")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise LossurfError(f"batch_size must be a positive integer, got {batch_size!r}")

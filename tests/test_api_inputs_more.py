@@ -1,0 +1,62 @@
+"""Bad input to the Hessian, curve, alignment and experiment APIs: one LossurfError that names
+the problem and the fix (never a raw error from deep inside, never a silent wrong result)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lossurf import curves, hessian
+from lossurf.errors import LossurfError
+from lossurf.surface.evaluate import EvalData
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, generator=g)
+    y = torch.randint(0, 2, (16,), generator=g)
+    model = _model()
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in a.items()}
+    return model, a, b, x, y, EvalData(x, y, "classification")
+
+
+HESSIAN_CALLS = {
+    "top_eigenpairs": lambda m, w, d, **o: hessian.top_eigenpairs(m, w, d, k=1, **o),
+    "trace": lambda m, w, d, **o: hessian.trace(m, w, d, trace_samples=(2, 2), **o),
+    "density": lambda m, w, d, **o: hessian.density(m, w, d, density_probes=1,
+                                                    density_steps=3, **o),
+    "eps_sharpness": lambda m, w, d, **o: hessian.eps_sharpness(m, w, d, eps=1e-3,
+                                                                sharpness_steps=1, **o),
+    "analyze": lambda m, w, d, **o: hessian.analyze(m, w, d, top=1, **o),
+}
+
+
+# -- 1. regression data without a loss --------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(HESSIAN_CALLS))
+def test_hessian_refuses_regression_data(setup, name):
+    model, _, b, x, _, _ = setup
+    r = EvalData(x, torch.randn(16, 2), "regression")
+    with pytest.raises(LossurfError, match=r"regression data .*cross-entropy"):
+        HESSIAN_CALLS[name](model, b, r)
+
+
+def test_fit_curve_refuses_regression_data_without_a_loss(setup):
+    model, a, b, x, _, _ = setup
+    r = EvalData(x, torch.randn(16, 2), "regression")
+    with pytest.raises(LossurfError, match=r"regression data .* need a loss: pass loss_fn="):
+        curves.fit_curve(model, a, b, r, epochs=1)
+    with pytest.raises(LossurfError, match=r"regression data .* need a loss: pass loss_fn="):
+        curves.fit_curve(model, a, b, (x, torch.randn(16, 2)), epochs=1)
+    bend = curves.fit_curve(model, a, b, r, epochs=1, batch_size=8,
+                            loss_fn=torch.nn.functional.mse_loss)
+    with pytest.raises(LossurfError, match=r"regression data .* need a loss: pass loss_fn="):
+        curves.curve_surface(model, a, bend, b, r, steps=2, bn="interpolate", progress=False)
