@@ -8,6 +8,13 @@ always, its floating-point buffers (batch-norm running statistics) only on reque
 integer buffers (``num_batches_tracked``) never. Norms, distances and the orthonormal plane
 basis are computed over the moving keys in float64, so that geometry does not depend on the
 storage precision of the checkpoints.
+
+The evaluator combines more than it measures: every floating-point buffer that is not a BN
+running statistic (a user's scale, mask or fixed projection) is combined with the same
+coefficients as the parameters (:func:`lossurf.surface.runners.combined_keys`), but distances
+stay over the parameters. Such a buffer is not a trained weight, and counting it would change
+the documented units of a basin's lambda and an affine plane's axes with whatever constants a
+model happens to store.
 """
 
 from __future__ import annotations

@@ -317,6 +317,8 @@ def basin(
         A Dataset over ``lambda``.
     """
     anchors = _states(model, {"minimum": minimum, "init": init})
+    # lambda is a distance over the parameters (moving_keys, no buffers), as documented; the
+    # model's other floating buffers still move along the same line (see lossurf.params)
     d = distance(anchors[0], anchors[1], moving_keys(model))
     grid = basin_grid(
         d, distances, max_distance=max_distance, min_distance=min_distance, steps=steps

@@ -2,8 +2,8 @@
 
 Every path and plane of the paper is an affine combination of a few anchor weight vectors, so
 the evaluator only knows one form: point p is ``theta_p = sum_a c[p, a] * anchors[a]`` applied
-to every floating-point parameter (BN running statistics follow the BN policy, integer buffers
-are anchor 0's). The user's model is never mutated: the evaluator works on an internal copy.
+to every floating-point parameter and buffer (BN running statistics follow the BN policy;
+integer and non-persistent buffers are anchor 0's). The user's model is never mutated: the evaluator works on an internal copy.
 
 Strategies (see :mod:`lossurf.surface.runners`): ``loop`` runs one point at a time on a rewritten
 copy (channels-last, BN folded into convolutions, the first layer computed once per anchor,

@@ -57,12 +57,22 @@ def batches(n: int, size: int) -> list[slice]:
 
 
 def combined_keys(model: nn.Module, policy: str, dedupe: bool = False) -> list[str]:
-    """State-dict keys combined with the coefficients: floating parameters, plus the BN running
-    statistics under ``interpolate``."""
+    """State-dict keys combined with the coefficients: floating parameters, floating buffers
+    that are not BN running statistics (a user's scale or mask moves with the weights under
+    every policy), plus the BN running statistics under ``interpolate``. Integer buffers
+    (``num_batches_tracked``) and non-persistent buffers (not in the anchors) are not combined:
+    they keep anchor 0's (the model's) value."""
     keys = [k for k, p in model.named_parameters(remove_duplicate=dedupe) if p.is_floating_point()]
-    if policy == "interpolate":
-        bns = batchnorm_modules(model)
-        keys += [k for k, b in model.named_buffers() if is_bn_stat(k, bns) and b.is_floating_point()]
+    bns = batchnorm_modules(model)
+    state = model.state_dict(keep_vars=True)
+    seen = set(keys)
+    for k, b in model.named_buffers(remove_duplicate=dedupe):
+        if k in seen or k not in state or b is None or not b.is_floating_point():
+            continue
+        if is_bn_stat(k, bns) and policy != "interpolate":
+            continue
+        keys.append(k)
+        seen.add(k)
     return keys
 
 

@@ -1,0 +1,106 @@
+"""The public surface API on inputs a user gets wrong (or right in an unusual way): one
+LossurfError that names the problem and the fix, or the right numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _surface_models import combine, naive_logits
+from torch import nn
+
+from lossurf import surface
+from lossurf.errors import LossurfError
+from lossurf.surface.evaluate import EvalData, Evaluator
+
+
+class Scaled(nn.Module):
+    """Logits times a floating-point buffer that is not a BN statistic."""
+
+    def __init__(self, bn: bool = False) -> None:
+        super().__init__()
+        self.f = nn.Linear(20, 2)
+        self.bn = nn.BatchNorm1d(2) if bn else nn.Identity()
+        self.register_buffer("scale", torch.ones(2))
+        self.register_buffer("steps", torch.tensor(3))  # an integer buffer stays anchor 0's
+
+    def forward(self, x):
+        return self.bn(self.f(x)) * self.scale
+
+
+class OnlyBuffers(nn.Module):
+    """No parameters at all: the weights are a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.randn(20, 2))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def _data(n: int = 24) -> EvalData:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 20, generator=g)
+    return EvalData(x, (x[:, 0] > 0).long(), "classification", torch.randn(16, 20, generator=g))
+
+
+def _naive_line(model, start, end, data, alphas, policy):
+    out = []
+    for a in alphas:
+        state = combine([start, end], (1.0 - a, a), policy)
+        logits = naive_logits(model, state, data.x, policy, data.bn_x, bn_batch=8, batch=8)
+        out.append(F.cross_entropy(logits, data.y).item())
+    return np.array(out)
+
+
+# 1. floating buffers that are not BN statistics move with the weights
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+@pytest.mark.parametrize("policy", ["recompute", "interpolate", "batch"])
+def test_float_buffers_are_interpolated_like_parameters(strategy, policy):
+    torch.manual_seed(0)
+    model = Scaled(bn=True)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    end = dict(start, scale=torch.tensor([5.0, -5.0]), **{"f.bias": start["f.bias"] + 1})
+    if policy == "interpolate":
+        end["bn.running_mean"] = start["bn.running_mean"] + 0.5
+    data = _data()
+    ds = surface.line(model, start, end, data, steps=3, bn=policy, strategy=strategy,
+                      bn_batch_size=8, batch_size=8, compile=False, progress=False)
+    naive = _naive_line(model, start, end, data, ds.alpha.values, policy)
+    np.testing.assert_allclose(ds.loss.values, naive, rtol=1e-5, atol=1e-6)
+    assert ds.loss.values[-1] != pytest.approx(ds.loss.values[0])
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_a_model_of_buffers_only_is_not_a_flat_line(strategy):
+    torch.manual_seed(0)
+    model = OnlyBuffers()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    end = {"w": torch.randn(20, 2)}
+    data = _data()
+    ds = surface.line(model, start, end, data, steps=3, strategy=strategy, progress=False)
+    naive = _naive_line(model, start, end, data, ds.alpha.values, "recompute")
+    np.testing.assert_allclose(ds.loss.values, naive, rtol=1e-5, atol=1e-6)
+
+
+def test_a_non_persistent_buffer_keeps_the_model_value():
+    class NonPersistent(Scaled):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("shift", torch.full((2,), 0.25), persistent=False)
+
+        def forward(self, x):
+            return super().forward(x) + self.shift
+
+    torch.manual_seed(0)
+    model = NonPersistent()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    end = dict(start, scale=torch.tensor([2.0, 0.5]))
+    data = _data()
+    got = Evaluator(model, data, strategy="loop").evaluate([start, end], np.array([[0.5, 0.5]]))
+    naive = _naive_line(model, start, end, data, [0.5], "recompute")
+    np.testing.assert_allclose(got["loss"], naive, rtol=1e-5)
