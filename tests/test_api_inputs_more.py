@@ -60,3 +60,19 @@ def test_fit_curve_refuses_regression_data_without_a_loss(setup):
                             loss_fn=torch.nn.functional.mse_loss)
     with pytest.raises(LossurfError, match=r"regression data .* need a loss: pass loss_fn="):
         curves.curve_surface(model, a, bend, b, r, steps=2, bn="interpolate", progress=False)
+
+
+# -- 2. class ids out of range ----------------------------------------------------------------
+
+@pytest.mark.parametrize("shift", [5, -3])
+def test_class_ids_out_of_range_are_named(setup, shift):
+    model, a, b, x, y, _ = setup
+    bad = EvalData(x, y + shift, "classification")
+    lo, hi = int(y.min()) + shift, int(y.max()) + shift
+    message = rf"class ids {lo} to {hi}.* 2 outputs .*relabel"
+    with pytest.raises(LossurfError, match=message):
+        hessian.top_eigenpairs(model, b, bad, k=1)
+    with pytest.raises(LossurfError, match=message):
+        curves.fit_curve(model, a, b, bad, epochs=1)
+    with pytest.raises(LossurfError, match=message):
+        curves.fit_curve(model, a, b, (x, y + shift), epochs=1)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from lossurf.errors import LossurfError
 
 __all__ = ["Task", "LossFn", "mean_loss", "loss_and_correct", "perplexity", "user_loss_sum",
-           "loss_label"]
+           "loss_label", "check_class_ids"]
 
 Task = Literal["classification", "language_model"]
 #: ``loss_fn(outputs, targets) -> mean loss over the batch's examples`` (a scalar tensor).
@@ -34,6 +34,32 @@ def _flatten(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
     if logits.dim() == 3:
         return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
     return logits, targets
+
+
+def check_class_ids(targets: torch.Tensor, outputs: torch.Tensor | int) -> None:
+    """Refuse class or token ids the cross-entropy cannot take: outside ``0..C-1`` for a model
+    with ``C`` outputs (torch raises an IndexError deep inside, or silently skips ``-100``).
+
+    Call it once per data set, not per batch: ``targets`` may be all of them, ``outputs`` the
+    logits of any batch (or their number ``C``).
+
+    Raises:
+        LossurfError: an id is negative or at least ``C``; names the range found and ``C``.
+    """
+    if isinstance(outputs, torch.Tensor):
+        if outputs.dim() < 2:
+            return  # not logits over classes; cross-entropy says what is wrong
+        outputs = outputs.shape[-1]
+    if targets.numel() == 0 or targets.is_floating_point():
+        return
+    low, high = int(targets.min()), int(targets.max())
+    if low >= 0 and high < outputs:
+        return
+    fix = f"relabel the targets to 0..{outputs - 1}"
+    if low >= 0:
+        fix += f", or give the model's last layer {high + 1} outputs"
+    raise LossurfError(f"the targets hold class ids {low} to {high}, but the model has {outputs} "
+                       f"outputs (class ids 0 to {outputs - 1}); {fix}")
 
 
 def mean_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -118,12 +118,26 @@ class CurveTrainer:
         self._buffers = {k: (0.5 * (start[k].double() + end[k].double())).to(start[k].dtype)
                          if start[k].is_floating_point() else start[k].clone()
                          for k in start if k not in self.keys}
+        if loss_fn is None:  # the ids against the number of outputs, once (one example)
+            self._check_ids()
         initial = bend if bend is not None else {
             k: 0.5 * (self.start[k] + self.end[k]) for k in self.keys}
         self.bend = {k: nn.Parameter(initial[k].detach().to(self.device, torch.float32).clone())
                      for k in self.keys}
         self.optimizer = optim.build(optimizer, list(self.bend.values()), lr=lr,
                                      **dict(optimizer_options or {}))
+
+    def _check_ids(self) -> None:
+        was_training = self.work.training
+        self.work.eval()  # one example: batch norm on running statistics
+        try:
+            with torch.no_grad():
+                out = functional_call(self.work, self.start, (self.data.x[:1].to(self.device),))
+        finally:
+            self.work.train(was_training)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        objective.check_class_ids(self.data.y, out)
 
     def coefficients(self, epoch: int, batches: int) -> np.ndarray:
         """The ``[batches, 3]`` curve coefficients of an epoch's minibatches (seeded t)."""

@@ -37,7 +37,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lossurf.errors import LossurfError
-from lossurf.objective import mean_loss
+from lossurf.objective import check_class_ids, mean_loss
 from lossurf.params import as_state, check_compatible
 
 __all__ = ["HessianOperator", "HVP_METHODS", "DEFAULT_METHOD"]
@@ -122,6 +122,9 @@ class HessianOperator:
         self._x = x.to(self.dtype) if x.is_floating_point() else x
         self._y = data.y.to(self.device)
         self._count = self._y.numel()
+        with torch.no_grad():  # the ids against the number of outputs, once (one example)
+            check_class_ids(self._y, functional_call(self._net, {**self._params, **self._fixed},
+                                                     (self._x[:1],)))
         self.batch_size = batch_size or DEFAULT_BATCH
         single = len(self._x) <= self.batch_size
         self.cache_graph = self.method == "double-backward" and (
