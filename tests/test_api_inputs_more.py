@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from lossurf import curves, hessian
+from lossurf import alignment, curves, hessian
 from lossurf.errors import LossurfError
 from lossurf.surface.evaluate import EvalData
 
@@ -76,3 +76,33 @@ def test_class_ids_out_of_range_are_named(setup, shift):
         curves.fit_curve(model, a, b, bad, epochs=1)
     with pytest.raises(LossurfError, match=message):
         curves.fit_curve(model, a, b, (x, y + shift), epochs=1)
+
+
+# -- 3. devices that this machine lacks -------------------------------------------------------
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", r"unknown device 'gpu'; use cpu, cuda"),
+    (0, r"unknown device 0; use cpu, cuda"),
+    pytest.param("cuda", r"device 'cuda' is not available here .*device='cpu'",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+    pytest.param("mps", r"device 'mps' is not available here .*device='cpu'",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="has MPS")),
+])
+def test_unavailable_devices_are_refused_up_front(setup, device, message):
+    model, a, b, _, _, data = setup
+    with pytest.raises(LossurfError, match=message):
+        hessian.top_eigenpairs(model, b, data, k=1, device=device)
+    with pytest.raises(LossurfError, match=message):
+        curves.fit_curve(model, a, b, data, epochs=1, device=device)
+    with pytest.raises(LossurfError, match=message):
+        curves.curve_surface(model, a, b, b, data, steps=2, bn="interpolate", progress=False,
+                             device=device)
+    with pytest.raises(LossurfError, match=message):
+        alignment.compare_barriers(model, a, b, data, steps=2, progress=False, device=device)
+
+
+def test_a_torch_device_is_accepted(setup):
+    model, a, b, _, _, data = setup
+    ds = hessian.top_eigenpairs(model, b, data, k=1, device=torch.device("cpu"))
+    assert ds.eigenvalues.shape == (1,)
+    curves.fit_curve(model, a, b, data, epochs=1, device=torch.device("cpu"))

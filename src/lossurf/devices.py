@@ -16,7 +16,7 @@ from lossurf.errors import LossurfError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEVICE_HELP", "device_name", "check_device"]
+__all__ = ["DEVICE_HELP", "device_name", "check_device", "api_device"]
 
 #: The spellings lossurf accepts, as a user reads them.
 DEVICE_HELP = "cpu, cuda, cuda:N or mps"
@@ -38,8 +38,11 @@ def device_name(name: object) -> str:
     return text  # type: ignore[return-value]
 
 
-def check_device(name: object) -> "torch.device":
-    """The ``torch.device`` for ``name`` if this machine has it.
+def check_device(name: object, *, fix: str = "--device cpu") -> "torch.device":
+    """The ``torch.device`` for ``name`` (a name or a ``torch.device``) if this machine has it.
+
+    ``fix`` is how the caller's user asks for the CPU instead, in the message (the Python API
+    passes ``device='cpu'``).
 
     Raises:
         LossurfError: an unknown name, CUDA asked of a torch built without it or of a machine
@@ -47,6 +50,8 @@ def check_device(name: object) -> "torch.device":
     """
     import torch
 
+    if isinstance(name, torch.device):  # "cpu:0" is the CPU; only CUDA devices are indexed
+        name = str(name) if name.type == "cuda" else name.type
     text = device_name(name)
     device = torch.device(text)
     if device.type == "cuda":
@@ -59,7 +64,13 @@ def check_device(name: object) -> "torch.device":
             if device.index is None or device.index < count:
                 return device
             why = f"{count} GPU{'s' if count != 1 else ''} found, cuda:0 to cuda:{count - 1}"
-        raise LossurfError(f"device {text!r} is not available here ({why}); use --device cpu")
+        raise LossurfError(f"device {text!r} is not available here ({why}); use {fix}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise LossurfError("device 'mps' is not available here (no Apple GPU found); use --device cpu")
+        raise LossurfError(f"device 'mps' is not available here (no Apple GPU found); use {fix}")
     return device
+
+
+def api_device(device: object) -> "torch.device | None":
+    """A Python API's ``device=`` argument checked as :func:`check_device` does (None stays
+    None: the caller's default), worded for a Python caller."""
+    return None if device is None else check_device(device, fix="device='cpu'")

@@ -85,6 +85,9 @@ def compare_barriers(
     from lossurf.surface.api import eval_data
     from lossurf.surface.evaluate import Evaluator
 
+    from lossurf.devices import api_device
+
+    device = api_device(device)  # before the matching runs
     grid = comparison_grid(steps)
     a, b = as_state(start), as_state(end)
     check_compatible([as_state(model), a, b], ["the model", "start", "end"])

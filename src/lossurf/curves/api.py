@@ -31,6 +31,7 @@ from torch import nn
 from lossurf.curves.bezier import CURVE_KINDS, check_kind, chord_grid, curve_grid
 from lossurf.curves.checkpoint import fit_in
 from lossurf.curves.train import CurveTrainer
+from lossurf.devices import api_device
 from lossurf.errors import LossurfError
 from lossurf.locks import exclusive_lock
 from lossurf.objective import LossFn, loss_label
@@ -180,6 +181,7 @@ def curve_surface(
     from lossurf.surface.evaluate import Evaluator
 
     check_kind(kind)
+    device = api_device(device)
     anchors = [as_state(start), as_state(bend), as_state(end)]
     check_compatible([as_state(model)] + anchors, ["the model", "start", "bend", "end"])
     grids = curve_grid(kind, ts, steps=steps), chord_grid(ts, steps=steps)

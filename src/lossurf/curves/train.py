@@ -27,6 +27,7 @@ from torch.func import functional_call
 
 from lossurf import objective
 from lossurf.curves.bezier import check_kind, curve_coefficients
+from lossurf.devices import api_device
 from lossurf.errors import LossurfError
 from lossurf.objective import LossFn
 from lossurf.params import StateDict, as_state, check_compatible
@@ -100,7 +101,7 @@ class CurveTrainer:
         self.kind = check_kind(kind)
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.seed, self.loss_fn = int(seed), loss_fn
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = api_device(device) or torch.device("cpu")
         start, end = as_state(start), as_state(end)
         check_compatible([as_state(model), start, end], ["the model", "start", "end"])
         if loss_fn is not None and not callable(loss_fn):

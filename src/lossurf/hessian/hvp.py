@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from lossurf.devices import api_device
 from lossurf.errors import LossurfError
 from lossurf.objective import check_class_ids, mean_loss
 from lossurf.params import as_state, check_compatible
@@ -91,6 +92,7 @@ class HessianOperator:
                                "the Hessian functions differentiate the cross-entropy of class "
                                "or token ids and take no loss_fn; pass classification or "
                                "language-model data (integer targets)")
+        device = api_device(device)
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise LossurfError(f"batch_size must be a positive integer, got {batch_size!r}")
