@@ -104,3 +104,41 @@ def test_a_non_persistent_buffer_keeps_the_model_value():
     got = Evaluator(model, data, strategy="loop").evaluate([start, end], np.array([[0.5, 0.5]]))
     naive = _naive_line(model, start, end, data, [0.5], "recompute")
     np.testing.assert_allclose(got["loss"], naive, rtol=1e-5)
+
+
+# 2. targets the cross-entropy cannot take
+
+
+def _line(model, data, **kw):
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    end = {k: v + 0.1 for k, v in start.items()}
+    return surface.line(model, start, end, data, steps=2, progress=False, **kw)
+
+
+def _two_class() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 4), nn.ReLU(), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("shift,found", [(5, "5 to 6"), (-1, "-1 to 0"), (-100, "-100 to -99")])
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_class_ids_outside_the_outputs_are_refused_once(shift, found, strategy):
+    data = _data()
+    bad = EvalData(data.x, data.y + shift, "classification", data.bn_x)
+    with pytest.raises(LossurfError, match=f"class ids {found}.* 2 outputs"):
+        _line(_two_class(), bad, strategy=strategy)
+    with pytest.raises(LossurfError, match=f"class ids {found}"):
+        Evaluator(_two_class(), bad, strategy=strategy)  # when the evaluator is built
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool, torch.int16])
+def test_narrow_integer_or_bool_targets_are_refused(dtype):
+    data = _data()
+    with pytest.raises(LossurfError, match=r"y\.long\(\)"):
+        EvalData(data.x, data.y.to(dtype), "classification")
+
+
+def test_one_hot_targets_are_refused_with_argmax():
+    data = _data()
+    with pytest.raises(LossurfError, match=r"one-hot.*y\.argmax\(1\)"):
+        EvalData(data.x, F.one_hot(data.y, 2).float(), "classification")

@@ -52,7 +52,7 @@ from torch import nn
 
 from lossurf.data.base import seeded_subset
 from lossurf.errors import LossurfError
-from lossurf.objective import LossFn, user_loss_sum
+from lossurf.objective import LossFn, check_class_ids, user_loss_sum
 from lossurf.precision import check_precision, precision_context
 from lossurf.surface.batchnorm import BN_POLICIES, BNPolicy, batchnorm_modules
 from lossurf.surface.fastpath import compiler_available
@@ -145,9 +145,8 @@ class EvalData:
         if len(self.x) != len(self.y) or len(self.x) == 0:
             raise LossurfError(f"EvalData has {len(self.x)} inputs and {len(self.y)} targets; "
                                "pass the same, non-zero number of each")
-        if self.y.is_floating_point() and self.task != "regression":
-            raise LossurfError("EvalData targets must be integer class or token ids; convert "
-                               "them with y.long(), or use task='regression' and a loss_fn")
+        if self.task != "regression":
+            _check_ids(self.x, self.y, self.task)
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, split: Literal["train", "test"] = "train",
@@ -170,6 +169,22 @@ class EvalData:
         if bn_examples > 0:
             bn_x = dataset.train_x[seeded_subset(len(dataset.train_x), bn_examples, seed)]
         return cls(x[idx], y[idx], dataset.task, bn_x)
+
+
+def _check_ids(x: torch.Tensor, y: torch.Tensor, task: str) -> None:
+    """Class or token ids the cross-entropy can take: integer (not bool, not 8/16-bit)."""
+    if y.is_floating_point():
+        if task == "classification" and y.dim() == 2 and y.shape[1] > 1:
+            raise LossurfError(
+                f"EvalData targets have shape {tuple(y.shape)} ({y.dtype}): one-hot or "
+                "probability targets; classification takes class ids [N]: convert them with "
+                "y.argmax(1), or use task='regression' and a loss_fn")
+        raise LossurfError(f"EvalData targets are {y.dtype}; {task} takes integer class or "
+                           "token ids: convert them with y.long(), or use task='regression' "
+                           "and a loss_fn")
+    if y.dtype not in (torch.int64, torch.int32):
+        raise LossurfError(f"EvalData targets are {y.dtype}; {task} takes int64 class or token "
+                           "ids: convert them with y.long()")
 
 
 def _check_state(sd: object, what: str, shapes: dict[str, torch.Size]) -> None:
@@ -286,6 +301,7 @@ class Evaluator:
         self.x = data.x.to(self.device)
         self.y = data.y.to(self.device)
         self.bn_x = None if data.bn_x is None else data.bn_x.to(self.device)
+        self._trial_forward(model)
         cpu = self.device.type == "cpu"
         # batch statistics depend on the batches, so under 'batch' they keep the usual size
         batch_statistics = bn == "batch" and has_bn
@@ -309,6 +325,17 @@ class Evaluator:
         self._has_conv2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
         self._model = model
         self._runners: dict[str, LoopRunner | VmapRunner] = {}
+
+    def _trial_forward(self, model: nn.Module) -> None:
+        """One forward of two examples on an eval-mode copy, before anything is planned or
+        built: the outputs must suit the task, and class ids the model's outputs."""
+        work = copy.deepcopy(model).to(self.device).eval()
+        with torch.no_grad():
+            out = work(self.x[:2])
+        if isinstance(out, (tuple, list)) and out:  # the runners keep the first output
+            out = out[0]
+        if self.task != "regression" and isinstance(out, torch.Tensor):
+            check_class_ids(self.y, out)
 
     def _runner(self, strategy: str) -> LoopRunner | VmapRunner:
         if strategy not in self._runners:
