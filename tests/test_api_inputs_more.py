@@ -106,3 +106,22 @@ def test_a_torch_device_is_accepted(setup):
     ds = hessian.top_eigenpairs(model, b, data, k=1, device=torch.device("cpu"))
     assert ds.eigenvalues.shape == (1,)
     curves.fit_curve(model, a, b, data, epochs=1, device=torch.device("cpu"))
+
+
+# -- 4. a user loss that fails ----------------------------------------------------------------
+
+def _raises(outputs, targets):
+    raise KeyError("oops")
+
+
+@pytest.mark.parametrize("loss_fn, message", [
+    (lambda o, t: torch.nn.functional.cross_entropy(o, t, reduction="none"),
+     r"loss_fn must return the batch's mean loss as a scalar tensor, got shape \(8,\)"),
+    (_raises, r"loss_fn raised KeyError: 'oops' on outputs of shape \(8, 2\).*fix loss_fn"),
+    (lambda o, t: 1.0, r"scalar tensor, got float"),
+    (lambda o, t: torch.tensor(1.0), r"loss_fn's result has no gradient"),
+])
+def test_fit_curve_wraps_a_failing_loss_fn(setup, loss_fn, message):
+    model, a, b, _, _, data = setup
+    with pytest.raises(LossurfError, match=message):
+        curves.fit_curve(model, a, b, data, epochs=1, batch_size=8, loss_fn=loss_fn)

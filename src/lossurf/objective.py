@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from lossurf.errors import LossurfError
 
-__all__ = ["Task", "LossFn", "mean_loss", "loss_and_correct", "perplexity", "user_loss_sum",
+__all__ = ["Task", "LossFn", "mean_loss", "loss_and_correct", "perplexity", "user_loss", "user_loss_sum",
            "loss_label", "check_class_ids"]
 
 Task = Literal["classification", "language_model"]
@@ -89,12 +89,12 @@ def perplexity(loss: float) -> float:
         return math.inf
 
 
-def user_loss_sum(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``loss_fn``'s batch mean times the batch's number of examples, in float64: summed over
-    batches and divided by the number of examples, this is the mean over all of them.
+def user_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(outputs, targets)``, checked: a scalar tensor, still attached to its graph
+    (training differentiates it).
 
     Raises:
-        LossurfError: ``loss_fn`` raised, or returned something other than a scalar.
+        LossurfError: ``loss_fn`` raised, or returned something other than a scalar tensor.
     """
     try:
         value = loss_fn(outputs, targets)
@@ -111,7 +111,17 @@ def user_loss_sum(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor)
             f"loss_fn must return the batch's mean loss as a scalar tensor, got {got}; "
             "reduce it with .mean() (reduction='mean')"
         )
-    return value.detach().reshape(()).to(torch.float64) * len(targets)
+    return value.reshape(())
+
+
+def user_loss_sum(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``loss_fn``'s batch mean times the batch's number of examples, in float64: summed over
+    batches and divided by the number of examples, this is the mean over all of them.
+
+    Raises:
+        LossurfError: ``loss_fn`` raised, or returned something other than a scalar.
+    """
+    return user_loss(loss_fn, outputs, targets).detach().to(torch.float64) * len(targets)
 
 
 def loss_label(loss_fn: LossFn | None) -> str:

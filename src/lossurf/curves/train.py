@@ -152,7 +152,12 @@ class CurveTrainer:
             out = out[0]
         if self.loss_fn is None:
             return objective.mean_loss(out, y)
-        return self.loss_fn(out, y)
+        loss = objective.user_loss(self.loss_fn, out, y)
+        if not loss.requires_grad:
+            raise LossurfError("loss_fn's result has no gradient (it does not depend on the "
+                               "outputs through torch operations); compute it from outputs "
+                               "with torch functions, without .item() or .detach()")
+        return loss
 
     def train_epoch(self, epoch: int) -> float:
         """Train the bend over one epoch (1-based); returns the mean minibatch loss.
