@@ -125,3 +125,22 @@ def test_fit_curve_wraps_a_failing_loss_fn(setup, loss_fn, message):
     model, a, b, _, _, data = setup
     with pytest.raises(LossurfError, match=message):
         curves.fit_curve(model, a, b, data, epochs=1, batch_size=8, loss_fn=loss_fn)
+
+
+# -- 5. non-finite weights --------------------------------------------------------------------
+
+def test_non_finite_weights_are_refused_naming_the_tensor(setup):
+    model, a, b, _, _, data = setup
+    bad = {k: v.clone() for k, v in b.items()}
+    bad["2.weight"][0, 1] = float("nan")
+    bad["0.bias"][0] = float("inf")
+    message = (r"the weights: tensor '0.bias' holds NaN or Inf \(1 of 4 entries; 1 more tensor "
+               r"too\); pass finite weights")
+    with pytest.raises(LossurfError, match=message):
+        hessian.top_eigenpairs(model, bad, data, k=1)
+    with pytest.raises(LossurfError, match=r"^weights: tensor '0.bias' holds NaN or Inf"):
+        alignment.align(model, a, bad)
+    with pytest.raises(LossurfError, match=r"^reference_weights: tensor '0.bias' holds NaN"):
+        alignment.align(model, bad, a)
+    with pytest.raises(LossurfError, match=r"^end: tensor '0.bias' holds NaN or Inf"):
+        curves.fit_curve(model, a, bad, data, epochs=1)

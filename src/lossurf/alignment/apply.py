@@ -19,6 +19,7 @@ from torch import nn
 from lossurf.alignment.matching import weight_matching
 from lossurf.alignment.permutations import apply_permutation, permutation_hash, permutation_spec
 from lossurf.errors import LossurfError
+from lossurf.objective import check_finite_weights
 from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
 
 __all__ = ["AlignmentInfo", "align", "align_points", "METHOD"]
@@ -93,6 +94,8 @@ def align(
     spec = permutation_spec(model)
     a, b = as_state(reference_weights), as_state(weights)
     check_compatible([as_state(model), a, b], ["the model", "reference", "weights"])
+    check_finite_weights(a, "reference_weights")
+    check_finite_weights(b, "weights")
     keys = moving_keys(model)
     found = weight_matching(spec, a, b, keys, seed=seed, max_iter=max_iter)
     aligned = apply_permutation(b, spec, found.permutation)

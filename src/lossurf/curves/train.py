@@ -29,7 +29,7 @@ from lossurf import objective
 from lossurf.curves.bezier import check_kind, curve_coefficients
 from lossurf.devices import api_device
 from lossurf.errors import LossurfError
-from lossurf.objective import LossFn
+from lossurf.objective import LossFn, check_finite_weights
 from lossurf.params import StateDict, as_state, check_compatible
 from lossurf.train import derive_seed, epoch_order
 
@@ -104,6 +104,10 @@ class CurveTrainer:
         self.device = api_device(device) or torch.device("cpu")
         start, end = as_state(start), as_state(end)
         check_compatible([as_state(model), start, end], ["the model", "start", "end"])
+        check_finite_weights(start, "start")
+        check_finite_weights(end, "end")
+        if bend is not None:
+            check_finite_weights(bend, "the bend")
         if loss_fn is not None and not callable(loss_fn):
             raise LossurfError(f"loss_fn is a {type(loss_fn).__name__}, not a callable; pass a "
                                "function (outputs, targets) -> mean loss")

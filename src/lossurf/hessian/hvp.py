@@ -38,7 +38,7 @@ from torch.func import functional_call
 
 from lossurf.devices import api_device
 from lossurf.errors import LossurfError
-from lossurf.objective import check_class_ids, mean_loss
+from lossurf.objective import check_class_ids, check_finite_weights, mean_loss
 from lossurf.params import as_state, check_compatible
 
 __all__ = ["HessianOperator", "HVP_METHODS", "DEFAULT_METHOD"]
@@ -98,6 +98,7 @@ class HessianOperator:
             raise LossurfError(f"batch_size must be a positive integer, got {batch_size!r}")
         state = as_state(weights)
         check_compatible([as_state(model), state], ["the model", "the weights"])
+        check_finite_weights(state, "the weights")
         if device is None:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else "cpu"
