@@ -111,7 +111,7 @@ def test_a_non_persistent_buffer_keeps_the_model_value():
 
 def _line(model, data, **kw):
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    end = {k: v + 0.1 for k, v in start.items()}
+    end = {k: v + 0.1 if v.is_floating_point() else v for k, v in start.items()}
     return surface.line(model, start, end, data, steps=2, progress=False, **kw)
 
 
@@ -142,3 +142,55 @@ def test_one_hot_targets_are_refused_with_argmax():
     data = _data()
     with pytest.raises(LossurfError, match=r"one-hot.*y\.argmax\(1\)"):
         EvalData(data.x, F.one_hot(data.y, 2).float(), "classification")
+
+
+# 3. inputs of another dtype or shape than the model takes
+
+
+def _bn_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_float64_inputs_are_converted_to_the_model_dtype(strategy):
+    data = _data()
+    wide = EvalData(data.x.double(), data.y, "classification", data.bn_x.double())
+    model = _bn_model()
+    ev = Evaluator(model, wide, strategy=strategy, bn_batch_size=8)
+    assert ev.x.dtype == torch.float32 and ev.bn_x.dtype == torch.float32
+    assert any("float64" in n for n in ev.notes)
+    got, expected = _line(model, wide, strategy=strategy), _line(model, data, strategy=strategy)
+    np.testing.assert_array_equal(got.loss.values, expected.loss.values)
+
+
+def test_integer_inputs_for_a_float_model_are_refused_with_the_dtype():
+    data = _data()
+    bad = EvalData((data.x * 10).long(), data.y, "classification")
+    with pytest.raises(LossurfError, match=r"torch\.int64.*x\.float\(\)"):
+        _line(_two_class(), bad)
+
+
+def test_wrong_feature_count_is_one_error_naming_shapes(capfd):
+    data = _data()
+    bad = EvalData(data.x[:, :19], data.y, "classification", data.bn_x[:, :19])
+    with pytest.raises(LossurfError, match=r"shape \(24, 19\).*Linear.*20 features") as info:
+        _line(_bn_model(), bad, strategy="loop")
+    assert "mat1 and mat2" in str(info.value)  # the original reason
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_wrong_channel_count_names_the_convolution():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 2))
+    data = EvalData(torch.randn(4, 1, 6, 6), torch.tensor([0, 1, 0, 1]), "classification")
+    with pytest.raises(LossurfError, match=r"shape \(4, 1, 6, 6\).*Conv2d.*3 input channels"):
+        _line(model, data)
+
+
+def test_bn_x_must_be_a_tensor_of_the_example_shape():
+    data = _data()
+    with pytest.raises(LossurfError, match="bn_x.*torch.as_tensor"):
+        EvalData(data.x, data.y, "classification", data.bn_x.numpy())
+    with pytest.raises(LossurfError, match=r"bn_x.*\(19,\).*\(20,\)"):
+        EvalData(data.x, data.y, "classification", data.bn_x[:, :19])

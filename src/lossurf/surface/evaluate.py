@@ -130,6 +130,10 @@ class EvalData:
         task: ``classification``, ``language_model`` or ``regression`` (the evaluator then
             needs a ``loss_fn``).
         bn_x: training inputs for re-estimating BN statistics (policy ``recompute``).
+
+    Floating-point ``x`` and ``bn_x`` of another dtype than the model's (float64 from numpy,
+    typically) are cast to the model's dtype by the :class:`Evaluator`, which records it in
+    its ``notes``; integer inputs are never cast (ids stay ids, pixels need scaling).
     """
 
     x: torch.Tensor
@@ -142,6 +146,14 @@ class EvalData:
             raise LossurfError(f"unknown task {self.task!r}; use one of: {', '.join(TASKS)}")
         if not isinstance(self.x, torch.Tensor) or not isinstance(self.y, torch.Tensor):
             raise LossurfError("EvalData needs tensors x and y; convert them with torch.as_tensor")
+        if self.bn_x is not None:
+            if not isinstance(self.bn_x, torch.Tensor):
+                raise LossurfError(f"EvalData bn_x is a {type(self.bn_x).__name__}, not a tensor; "
+                                   "convert it with torch.as_tensor")
+            if self.bn_x.shape[1:] != self.x.shape[1:]:
+                raise LossurfError(
+                    f"EvalData bn_x holds examples of shape {tuple(self.bn_x.shape[1:])}, x of "
+                    f"{tuple(self.x.shape[1:])}; pass training inputs of the model's input shape")
         if len(self.x) != len(self.y) or len(self.x) == 0:
             raise LossurfError(f"EvalData has {len(self.x)} inputs and {len(self.y)} targets; "
                                "pass the same, non-zero number of each")
@@ -185,6 +197,36 @@ def _check_ids(x: torch.Tensor, y: torch.Tensor, task: str) -> None:
     if y.dtype not in (torch.int64, torch.int32):
         raise LossurfError(f"EvalData targets are {y.dtype}; {task} takes int64 class or token "
                            "ids: convert them with y.long()")
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter (else buffer); None if it has none."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def _first_layer(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The first module (in registration order) that holds parameters itself."""
+    for name, m in model.named_modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            return name or type(m).__name__, m
+    return None
+
+
+def _describe_layer(name: str, m: nn.Module) -> str:
+    """What the layer takes, as a user reads it."""
+    kind = type(m).__name__
+    if isinstance(m, nn.Linear):
+        return f"{name} ({kind}) expects {m.in_features} features: inputs [N, ..., {m.in_features}]"
+    if isinstance(m, nn.modules.conv._ConvNd):
+        dims = {1: "L", 2: "H, W", 3: "D, H, W"}.get(len(m.kernel_size), "...")
+        return (f"{name} ({kind}) expects {m.in_channels} input channels: inputs "
+                f"[N, {m.in_channels}, {dims}]")
+    if isinstance(m, nn.Embedding):
+        return f"{name} ({kind}) expects integer ids from 0 to {m.num_embeddings - 1}"
+    return f"{name} ({kind})"
 
 
 def _check_state(sd: object, what: str, shapes: dict[str, torch.Size]) -> None:
@@ -298,9 +340,13 @@ class Evaluator:
         if bn == "recompute" and has_bn and (data.bn_x is None or len(data.bn_x) == 0):
             raise LossurfError("BN policy 'recompute' needs training inputs: pass EvalData(bn_x=...) "
                                "(EvalData.from_dataset sets it) or use bn='interpolate'")
-        self.x = data.x.to(self.device)
+        #: What the evaluator changed in the data (floating inputs cast to the model's dtype).
+        self.notes: list[str] = []
+        dtype = _model_dtype(model)
+        self.x = self._as_model_dtype(data.x, "x", dtype).to(self.device)
         self.y = data.y.to(self.device)
-        self.bn_x = None if data.bn_x is None else data.bn_x.to(self.device)
+        self.bn_x = None if data.bn_x is None else self._as_model_dtype(
+            data.bn_x, "bn_x", dtype).to(self.device)
         self._trial_forward(model)
         cpu = self.device.type == "cpu"
         # batch statistics depend on the batches, so under 'batch' they keep the usual size
@@ -330,12 +376,35 @@ class Evaluator:
         """One forward of two examples on an eval-mode copy, before anything is planned or
         built: the outputs must suit the task, and class ids the model's outputs."""
         work = copy.deepcopy(model).to(self.device).eval()
-        with torch.no_grad():
-            out = work(self.x[:2])
+        try:
+            with torch.no_grad():
+                out = work(self.x[:2])
+        except LossurfError:
+            raise
+        except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            x = self.x
+            first = _first_layer(model)
+            if (not x.is_floating_point() and _model_dtype(model) is not None
+                    and not isinstance(first[1] if first else None, nn.Embedding)):
+                fix = "convert x with x.float() (scaled as the model was trained)"
+            else:
+                fix = "pass inputs of the shape and type the model was built for"
+            expects = f"; its first layer {_describe_layer(*first)}" if first else ""
+            raise LossurfError(
+                f"the model cannot run on x of shape {tuple(x.shape)} ({x.dtype}){expects}; "
+                f"{fix} (the forward pass failed: {type(exc).__name__}: {reason})") from exc
         if isinstance(out, (tuple, list)) and out:  # the runners keep the first output
             out = out[0]
         if self.task != "regression" and isinstance(out, torch.Tensor):
             check_class_ids(self.y, out)
+
+    def _as_model_dtype(self, t: torch.Tensor, name: str, dtype: torch.dtype | None) -> torch.Tensor:
+        """Floating inputs in the model's floating dtype (float64 from numpy, typically)."""
+        if dtype is None or not t.is_floating_point() or t.dtype == dtype:
+            return t
+        self.notes.append(f"{name} converted from {t.dtype} to the model's {dtype}")
+        return t.to(dtype)
 
     def _runner(self, strategy: str) -> LoopRunner | VmapRunner:
         if strategy not in self._runners:
