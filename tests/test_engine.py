@@ -189,7 +189,8 @@ def test_a_resumed_run_keeps_the_thread_count_it_began_with(tmp_path, monkeypatc
 
 def test_same_directory_different_experiment_is_refused(trained):
     out, _ = trained
-    with pytest.raises(LossurfError, match="different experiment; pass another --out"):
+    with pytest.raises(LossurfError, match=r"different experiment \(it differs in epochs \d+ -> 5\); "
+                                           "pass another --out"):
         train_experiment(tiny_config(epochs=5), out)
 
 
