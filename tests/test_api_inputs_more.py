@@ -144,3 +144,44 @@ def test_non_finite_weights_are_refused_naming_the_tensor(setup):
         alignment.align(model, bad, a)
     with pytest.raises(LossurfError, match=r"^end: tensor '0.bias' holds NaN or Inf"):
         curves.fit_curve(model, a, bad, data, epochs=1)
+
+
+# -- 6. train_experiment's config, dataset and runs --------------------------------------------
+
+TINY = {
+    "data": {"name": "digits", "max_train": 64, "max_test": 32},
+    "model": {"name": "cnn-small"},
+    "epochs": 1, "batch_size": 32, "eval_subset": 32, "checkpoint_every": 1,
+    "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.003}],
+}
+
+
+def test_train_experiment_takes_a_dict_a_yaml_path_and_one_run_name(tmp_path):
+    import yaml
+
+    from lossurf.engine import train_experiment
+
+    out = tmp_path / "exp"
+    statuses = train_experiment(dict(TINY), out, runs="sgd")
+    assert list(statuses) == ["sgd"] and statuses["sgd"]["status"] == "finished"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    for config in (path, str(path)):  # the same experiment: the finished run is read back
+        assert list(train_experiment(config, out, runs=("sgd",))) == ["sgd"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"config": 42}, r"config is of type int; pass an ExperimentConfig .*load_config\(path\)"),
+    ({"config": "no-such.yaml"}, r"experiment file no-such.yaml does not exist"),
+    ({"dataset": (torch.zeros(2, 3), torch.zeros(2))},
+     r"dataset is of type tuple, not a lossurf Dataset; pass None .* lossurf.data.load\(config.data\)"),
+    ({"runs": ["sgd", 3]}, r"runs must be a run name or a list of run names, got \['sgd', 3\]"),
+    ({"runs": "nope"}, r"unknown runs \['nope'\]"),
+    ({"out": None}, r"out must be a directory path \(str or Path\), got None"),
+])
+def test_train_experiment_refuses_bad_arguments(tmp_path, options, message):
+    from lossurf.engine import train_experiment
+
+    arguments = {"config": dict(TINY), "out": tmp_path / "exp", **options}
+    with pytest.raises(LossurfError, match=message):
+        train_experiment(arguments.pop("config"), arguments.pop("out"), **arguments)

@@ -77,7 +77,7 @@ from lossurf.train import (
 )
 
 __all__ = [
-    "cpu_threads", "resolve_config", "prepare_experiment", "train_run", "train_experiment",
+    "cpu_threads", "resolve_config", "prepare_experiment", "train_run", "train_experiment", "as_config",
     "EpochReport",
 ]
 
@@ -108,11 +108,13 @@ def _config_text(config: ExperimentConfig) -> str:
 
 
 def prepare_experiment(
-    config: ExperimentConfig, out: str | Path, dataset: Dataset | None = None, command: str | None = None
+    config: ExperimentConfig | dict | str | Path, out: str | Path, dataset: Dataset | None = None, command: str | None = None
 ) -> tuple[ExperimentConfig, ExperimentLayout, Dataset]:
     """Validate the config against the data and the directory, write the config, the manifest
     and every seed's initialization (recreating a missing or damaged one). Idempotent; call it
     while holding the directory's lock (:func:`train_experiment` does)."""
+    config = as_config(config)
+    _check_dataset(dataset)
     check_device(config.device)  # an unavailable device fails before the config saves it
     dataset = dataset if dataset is not None else data_module.load(config.data)
     resolved = resolve_config(config, dataset)
@@ -441,18 +443,19 @@ def _elapsed(began: float, device: torch.device) -> float:
 
 
 def train_experiment(
-    config: ExperimentConfig,
+    config: ExperimentConfig | dict | str | Path,
     out: str | Path,
     *,
-    runs: list[str] | None = None,
+    runs: str | list[str] | None = None,
     report: EpochReport | None = None,
     dataset: Dataset | None = None,
     command: str | None = None,
     backend: Backend | None = None,
     jobs: int = 1,
 ) -> dict[str, dict[str, Any]]:
-    """Train every run (or the named ``runs``) of ``config`` into ``out``; returns each run's
-    status. Finished runs are skipped; a diverged run is recorded and the others go on.
+    """Train every run (or the named ``runs``: one name or a list) of ``config`` (an
+    :class:`ExperimentConfig`, a dict of an experiment file's fields, or the path of one) into
+    ``out``; returns each run's status. Finished runs are skipped; a diverged run is recorded and the others go on.
 
     The directory's lock is held throughout (by this process, the driver, with a backend): a
     second ``train_experiment`` on the same ``out`` stops with a :class:`LossurfError` naming
@@ -464,6 +467,17 @@ def train_experiment(
     run, when it ends. Without one, runs train here, one after the other. ``jobs`` > 1 trains
     that many runs at once, each in its own worker process on this machine
     (:class:`lossurf.backends.ProcessBackend`; see docs/concurrency.md)."""
+    config = as_config(config)
+    if not isinstance(out, (str, Path)):
+        raise LossurfError(f"out must be a directory path (str or Path), got {out!r}")
+    _check_dataset(dataset)
+    if isinstance(runs, str):
+        runs = [runs]  # one run's name
+    elif runs is not None:
+        if not (isinstance(runs, (list, tuple)) and all(isinstance(r, str) for r in runs)):
+            raise LossurfError(f"runs must be a run name or a list of run names, got {runs!r}; "
+                               f"this experiment has {config.run_names()}")
+        runs = list(runs)
     if jobs != 1:
         with runs_at_once(jobs, backend) as pool:
             return train_experiment(config, out, runs=runs, report=report, dataset=dataset,
@@ -486,6 +500,33 @@ def train_experiment(
             return _train_on(backend, layout, resolved, names, given, report)
         with cpu_threads(resolved):
             return {name: train_run(layout, resolved, name, dataset, report=report) for name in names}
+
+
+def as_config(config: Any) -> ExperimentConfig:
+    """An experiment's config from what a Python caller passes: an :class:`ExperimentConfig`,
+    a mapping of its fields (as an experiment file holds them), or the path of a YAML file.
+
+    Raises:
+        LossurfError: anything else, an invalid field, or a missing or unreadable file.
+    """
+    from lossurf.config import load_config, parse_config
+
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config)
+    if isinstance(config, (str, Path)):
+        return load_config(config)
+    raise LossurfError(f"config is of type {type(config).__name__}; pass an ExperimentConfig "
+                       "(lossurf.config.load_config(path)), a dict of an experiment file's fields "
+                       "or the path of an experiment YAML file")
+
+
+def _check_dataset(dataset: Any) -> None:
+    if dataset is not None and not isinstance(dataset, Dataset):
+        raise LossurfError(f"dataset is of type {type(dataset).__name__}, not a lossurf Dataset; "
+                           "pass None (the config's data:) or a Dataset such as "
+                           "lossurf.data.load(config.data)")
 
 
 def _train_on(
