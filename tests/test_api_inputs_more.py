@@ -185,3 +185,44 @@ def test_train_experiment_refuses_bad_arguments(tmp_path, options, message):
     arguments = {"config": dict(TINY), "out": tmp_path / "exp", **options}
     with pytest.raises(LossurfError, match=message):
         train_experiment(arguments.pop("config"), arguments.pop("out"), **arguments)
+
+
+# -- 7. Experiment's end points ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    import lossurf
+    from lossurf.engine import train_experiment
+
+    out = tmp_path_factory.mktemp("exp")
+    train_experiment(dict(TINY), out, runs="sgd")
+    return lossurf.load_experiment(out)
+
+
+@pytest.mark.parametrize("which", [True, False, 1.0, "epoch=1", -1])
+def test_weights_refuse_what_is_not_a_checkpoint(experiment, which):
+    with pytest.raises(LossurfError, match=r"checkpoint .* is not 'init', 'final' or an epoch "
+                                           r"number"):
+        experiment.weights("sgd", which)
+
+
+def test_weights_take_numpy_epochs(experiment):
+    import numpy as np
+
+    assert experiment.weights("sgd", np.int64(1)).keys() == experiment.weights("sgd", 1).keys()
+
+
+@pytest.mark.parametrize("endpoint", [3, None, ["sgd"]])
+def test_resolve_refuses_what_is_not_a_name(experiment, endpoint):
+    with pytest.raises(LossurfError, match=r"an end point is a name such as 'sgd' or "
+                                           r"'sgd:epoch=1', got "):
+        experiment.resolve(endpoint)
+
+
+@pytest.mark.parametrize("path", [None, 3])
+def test_load_experiment_refuses_what_is_not_a_path(path):
+    import lossurf
+
+    with pytest.raises(LossurfError, match=r"experiment directory must be a path \(str or "
+                                           r"Path\), got"):
+        lossurf.load_experiment(path)

@@ -15,6 +15,8 @@ whose files are damaged (bitwise the same weights on CPU).
 
 from __future__ import annotations
 
+import numbers
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,9 @@ class Experiment:
     """A trained experiment directory (see :mod:`lossurf.runs` for the layout)."""
 
     def __init__(self, path: str | Path) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise LossurfError(f"experiment directory must be a path (str or Path), got {path!r}; "
+                               "pass the --out directory of `lossurf train`")
         self.layout = ExperimentLayout(path)
         self.path = self.layout.root
         if not self.layout.config.is_file():
@@ -158,6 +163,10 @@ class Experiment:
     def _checkpoint(self, run: str, which: Literal["init", "final"] | int) -> tuple[Path, str | None]:
         """A run's weights file and its recorded sha256 (None: none was recorded)."""
         _, _, seed = self._entry(run)
+        if isinstance(which, numbers.Integral) and not isinstance(which, bool):
+            which = int(which)  # numpy integers too
+        elif which not in ("init", "final"):  # a bool is no epoch (True == 1, False == 0)
+            raise LossurfError(f"checkpoint {which!r} is not 'init', 'final' or an epoch number")
         if which == "init" or which == 0:
             return self._init(seed)
         if which == "final":
@@ -248,6 +257,10 @@ class Experiment:
 
     def resolve(self, endpoint: str) -> Endpoint:
         """Resolve an end-point name (``init``, ``adam``, ``adam:epoch=10``) to its weights."""
+        if not isinstance(endpoint, str):
+            example = self.runs[0] if self.runs else "adam"
+            raise LossurfError(f"an end point is a name such as {example!r} or "
+                               f"'{example}:epoch=1', got {endpoint!r}")
         text = endpoint.strip()
         init_names = {self.init_label(s): s for s in self.config.seeds}
         if text in init_names:
