@@ -194,3 +194,28 @@ def test_bn_x_must_be_a_tensor_of_the_example_shape():
         EvalData(data.x, data.y, "classification", data.bn_x.numpy())
     with pytest.raises(LossurfError, match=r"bn_x.*\(19,\).*\(20,\)"):
         EvalData(data.x, data.y, "classification", data.bn_x[:, :19])
+
+
+# 4. devices this machine does not have
+
+
+@pytest.mark.parametrize("device,match", [
+    ("gpu", "unknown device 'gpu'"), (0, "unknown device 0"), ("cuda:x", "unknown device"),
+    pytest.param("cuda", "'cuda' is not available", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="a GPU is here")),
+    pytest.param(torch.device("cuda", 0), "'cuda:0' is not available", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="a GPU is here")),
+    pytest.param("mps", "'mps' is not available", marks=pytest.mark.skipif(
+        torch.backends.mps.is_available(), reason="an Apple GPU is here")),
+])
+def test_unavailable_or_unknown_devices_are_refused(device, match):
+    with pytest.raises(LossurfError, match=match) as info:
+        _line(_two_class(), _data(), device=device)
+    assert "--device" not in str(info.value)  # an API call has no flags
+    with pytest.raises(LossurfError, match=match):
+        Evaluator(_two_class(), _data(), device=device)
+
+
+def test_cpu_devices_are_accepted():
+    for device in ("cpu", " CPU ", torch.device("cpu")):
+        assert Evaluator(_two_class(), _data(), device=device).device == torch.device("cpu")

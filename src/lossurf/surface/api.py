@@ -126,6 +126,14 @@ def _make_evaluator(model: nn.Module, data: Any, bn: str, device: Any, options: 
     return Evaluator(model, data, bn=bn, device=device, loss_fn=loss_fn, **options)
 
 
+def _check_device(device: Any) -> None:
+    """Refuse a device this machine lacks (or an unknown name) before any work."""
+    if device is not None:
+        from lossurf.surface.evaluate import resolve_device
+
+        resolve_device(device)
+
+
 def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
     states = [as_state(p) for p in points.values()]
     check_compatible([as_state(model)] + states, ["the model"] + list(points))
@@ -167,6 +175,7 @@ def _run(
     loss_fn: LossFn | None,
     bn_data: Any,
 ) -> xr.Dataset:
+    _check_device(device)  # before the data are read
     ref = None
     if reference is not None:
         ref = as_state(reference)
@@ -434,6 +443,7 @@ def functional_distance(
         ``{"fdist": float, "disagreement": float}``.
     """
     anchors = _states(model, {"a": a, "b": b})
+    _check_device(device)
     data, _ = eval_data(data, split=split, subset=subset, seed=seed, bn_data=bn_data)
     if data.task == "regression":
         raise LossurfError("functional distance compares predicted class probabilities (paper "

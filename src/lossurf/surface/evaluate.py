@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossurf.data.base import seeded_subset
+from lossurf.devices import check_device
 from lossurf.errors import LossurfError
 from lossurf.objective import LossFn, check_class_ids, user_loss_sum
 from lossurf.precision import check_precision, precision_context
@@ -78,7 +79,7 @@ from lossurf.surface.strategy import (
 if TYPE_CHECKING:
     from lossurf.data.base import Dataset
 
-__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES"]
+__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES", "resolve_device"]
 
 #: Evaluation strategies, with what each means.
 STRATEGIES: dict[str, str] = {
@@ -197,6 +198,23 @@ def _check_ids(x: torch.Tensor, y: torch.Tensor, task: str) -> None:
     if y.dtype not in (torch.int64, torch.int32):
         raise LossurfError(f"EvalData targets are {y.dtype}; {task} takes int64 class or token "
                            "ids: convert them with y.long()")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` if this machine has it (see
+    :func:`lossurf.devices.check_device`).
+
+    Raises:
+        LossurfError: an unknown name (``gpu``, ``0``) or a device this machine lacks.
+    """
+    if isinstance(device, torch.device):
+        if device.type == "cpu":
+            return torch.device("cpu")
+        device = str(device)
+    try:
+        return check_device(device)
+    except LossurfError as exc:  # worded for the CLI's flag
+        raise LossurfError(str(exc).replace("--device cpu", "device='cpu'")) from None
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -327,7 +345,7 @@ class Evaluator:
         if device is None:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.bn, self.task, self.compile = bn, data.task, compile
         self.requested_strategy = strategy
         self.strategy = strategy if strategy in ("loop", "vmap") else None  # None: not planned
