@@ -226,3 +226,35 @@ def test_load_experiment_refuses_what_is_not_a_path(path):
     with pytest.raises(LossurfError, match=r"experiment directory must be a path \(str or "
                                            r"Path\), got"):
         lossurf.load_experiment(path)
+
+
+# -- 8. lesser Hessian settings ---------------------------------------------------------------
+
+def test_hessian_max_iter_below_one_is_named(setup):
+    model, _, b, _, _, data = setup
+    for max_iter in (0, -2):
+        with pytest.raises(LossurfError, match=rf"max_iter must be at least 1 .*got {max_iter}"):
+            hessian.top_eigenpairs(model, b, data, k=1, max_iter=max_iter)
+
+
+def test_hessian_of_a_frozen_model_says_how_to_unfreeze(setup):
+    model, _, b, _, _, data = setup
+    frozen = _model().requires_grad_(False)
+    with pytest.raises(LossurfError, match=r"no trainable parameters .*model.requires_grad_\(True\)"):
+        hessian.top_eigenpairs(frozen, b, data, k=1)
+
+
+@pytest.mark.parametrize("eps", ["1e-3", ["1e-3"], None, {"a": 1}])
+def test_eps_sharpness_refuses_what_is_not_a_number(setup, eps):
+    model, _, b, _, _, data = setup
+    with pytest.raises(LossurfError, match=r"eps must be a positive number or a list of them "
+                                           r"\(e.g. 1e-3\), got "):
+        hessian.eps_sharpness(model, b, data, eps=eps)
+
+
+def test_eps_sharpness_takes_numpy_numbers(setup):
+    import numpy as np
+
+    model, _, b, _, _, data = setup
+    ds = hessian.eps_sharpness(model, b, data, eps=np.float32(1e-3), sharpness_steps=1)
+    assert ds.eps.values.tolist() == pytest.approx([1e-3])

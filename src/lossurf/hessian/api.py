@@ -17,7 +17,8 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +163,30 @@ def _check_settings(top: Any, tol: Any, max_iter: Any, sharpness: Any) -> None:
             if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)):
                 raise LossurfError(f"max_iter must be a whole number of Lanczos steps, got "
                                    f"{max_iter!r}")
+            if max_iter < 1:
+                raise LossurfError(f"max_iter must be at least 1 Lanczos step (default 200), "
+                                   f"got {max_iter}")
     for eps in sharpness or ():
         good = isinstance(eps, (int, float, np.floating)) and not isinstance(eps, bool)
         if not (good and math.isfinite(eps) and eps > 0):
             raise LossurfError(f"--sharpness must be a positive eps (e.g. 1e-3; 0 for none), got "
                                f"{eps!r}")
+
+
+def _eps_values(eps: Any, name: str) -> list:
+    """``eps`` as a list: one number, or a sequence of numbers (not a string, not a mapping);
+    their signs are :func:`_check_settings`'s."""
+    def number(value: Any) -> bool:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+    if number(eps):
+        return [eps]
+    values = (list(eps) if isinstance(eps, Iterable) and not isinstance(eps, (str, bytes, Mapping))
+              else None)
+    if not values or not all(number(v) for v in values):
+        raise LossurfError(f"{name} must be a positive number or a list of them (e.g. 1e-3), "
+                           f"got {eps!r}")
+    return values
 
 
 def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
@@ -207,6 +227,8 @@ def analyze(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
         ``trace_stderr``, ``density`` over ``eigenvalue``, ``eps_sharpness`` over ``eps`` (those
         asked for), and attrs with each method's tolerance, iterations and seed.
     """
+    if sharpness is not None:
+        sharpness = _eps_values(sharpness, "sharpness")
     _check_settings(top, tol, max_iter, sharpness)
     requests: dict[str, dict] = {}
     if top:
@@ -258,5 +280,5 @@ def density(model: nn.Module, weights: StateDict | nn.Module, data: Any, **optio
 def eps_sharpness(model: nn.Module, weights: StateDict | nn.Module, data: Any, *,
                   eps: float | Sequence[float] = 1e-3, **options: Any) -> xr.Dataset:
     """Keskar et al.'s epsilon-sharpness for one or more ``eps``; see :func:`analyze`."""
-    values = [eps] if isinstance(eps, (int, float)) else list(eps)
+    values = _eps_values(eps, "eps")
     return analyze(model, weights, data, top=None, sharpness=values, **options)

@@ -110,7 +110,9 @@ class HessianOperator:
         self._net = net.to(self.device)
         self.names = [n for n, p in net.named_parameters() if p.requires_grad]
         if not self.names:
-            raise LossurfError("the model has no trainable parameters; nothing to differentiate")
+            raise LossurfError("the model has no trainable parameters (every one has "
+                               "requires_grad=False), so there is nothing to differentiate; "
+                               "unfreeze those to analyse, e.g. model.requires_grad_(True)")
         params = dict(net.named_parameters())
         self._params = {k: params[k].detach() for k in self.names}
         # frozen parameters and buffers are held fixed, passed alongside
