@@ -219,3 +219,54 @@ def test_unavailable_or_unknown_devices_are_refused(device, match):
 def test_cpu_devices_are_accepted():
     for device in ("cpu", " CPU ", torch.device("cpu")):
         assert Evaluator(_two_class(), _data(), device=device).device == torch.device("cpu")
+
+
+# 5. subset and split where they cannot apply, and unknown splits
+
+
+def _dataset():
+    from lossurf.data.base import Dataset
+
+    d = _data(32)
+    return Dataset("toy", "classification", d.x[:24], d.y[:24], d.x[24:], d.y[24:], num_classes=2)
+
+
+def test_subset_and_split_are_refused_with_an_eval_data():
+    data = _data()
+    with pytest.raises(LossurfError, match="EvalData holds the examples.*pass the dataset and subset="):
+        _line(_two_class(), data, subset=10)
+    with pytest.raises(LossurfError, match="split='test'.*EvalData"):
+        _line(_two_class(), data, split="test")
+    with pytest.raises(LossurfError, match="subset="):
+        surface.eval_data(data, subset=np.int64(10))
+    # the defaults pass (functional distance defaults to the test split of a Dataset)
+    model = _two_class()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    end = {k: v + 0.1 for k, v in start.items()}
+    assert set(surface.functional_distance(model, start, end, data)) == {"fdist", "disagreement"}
+    ds = surface.distance_along(model, start, start, end, data, steps=2, progress=False)
+    assert "fdist" in ds
+
+
+def test_split_is_refused_for_batches():
+    d = _data()
+    with pytest.raises(LossurfError, match="split='test'.*loader"):
+        _line(_two_class(), [(d.x, d.y)], split="test")
+
+
+@pytest.mark.parametrize("split", ["val", "TEST", 1])
+def test_an_unknown_split_is_refused_everywhere(split):
+    for data in (_dataset(), _data(), [(_data().x, _data().y)]):
+        with pytest.raises(LossurfError, match="unknown split"):
+            _line(_two_class(), data, split=split)
+    with pytest.raises(LossurfError, match="unknown split"):
+        surface.functional_distance(_two_class(), *[_two_class().state_dict()] * 2, _dataset(),
+                                    split=split)
+
+
+def test_functional_distance_defaults_to_the_test_split_of_a_dataset():
+    model, data = _two_class(), _dataset()
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: v + 0.1 for k, v in a.items()}
+    assert surface.functional_distance(model, a, b, data) == surface.functional_distance(
+        model, a, b, data, split="test")

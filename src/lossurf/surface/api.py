@@ -51,10 +51,12 @@ __all__ = ["line", "basin", "plane", "functional_distance", "distance_along", "e
 
 #: Plane kinds and how many points each takes (the CLI's --kind choices).
 PLANE_KINDS = PLANE_POINTS
+#: The splits of a :class:`lossurf.data.Dataset`.
+SPLITS = ("train", "test")
 
 
 def eval_data(
-    data: Any, *, split: str = "train", subset: int | None = None, seed: int = 0,
+    data: Any, *, split: str | None = "train", subset: int | None = None, seed: int = 0,
     bn_data: Any = None,
 ) -> tuple[Any, str]:
     """Turn a data source into the evaluator's ``EvalData`` and a description for attrs.
@@ -63,10 +65,12 @@ def eval_data(
         data: an ``EvalData`` (used as is), a :class:`lossurf.data.Dataset`, or a
             ``DataLoader`` / re-iterable of ``(x, y)`` batches (read once; a one-shot
             generator is refused; see :mod:`lossurf.surface.batches`).
-        split: ``train`` or ``test`` (Dataset only; default ``train``). Batch-norm statistics
-            are re-estimated from a fixed, seeded subset of the training inputs.
-        subset: evaluate a fixed, seeded subset of this many examples (default all; not for
-            an ``EvalData``).
+        split: ``train`` or ``test`` (Dataset only; default ``train``; None: the default).
+            Batch-norm statistics are re-estimated from a fixed, seeded subset of the training
+            inputs. Another split than ``train`` with an ``EvalData`` or batches is refused:
+            they are the examples to evaluate.
+        subset: evaluate a fixed, seeded subset of this many examples (default all; refused
+            for an ``EvalData``, which holds the examples to evaluate).
         seed: the subsets' seed (default 0).
         bn_data: batches only: where batch-norm statistics come from (a training loader, a
             list of batches or a tensor of inputs; default: the evaluated batches' inputs).
@@ -76,15 +80,35 @@ def eval_data(
     """
     from lossurf.surface.evaluate import EvalData
 
-    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-        raise LossurfError(f"subset must be at least 1 example, got {subset!r}")
+    if split is not None and split not in SPLITS:
+        raise LossurfError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    if subset is not None:
+        if isinstance(subset, bool) or not isinstance(subset, (int, np.integer)) or subset < 1:
+            raise LossurfError(f"subset must be at least 1 example (a whole number), got "
+                               f"{subset!r}")
+        subset = int(subset)
     if bn_data is not None and (isinstance(data, (EvalData, Dataset)) or not is_batches(data)):
         raise LossurfError(
             "bn_data applies when data is a DataLoader or a list of batches; an EvalData takes "
             "bn_x=..., a Dataset uses its training inputs"
         )
+    # split 'train' is every caller's default and passes; another split cannot apply
     if isinstance(data, EvalData):
+        if subset is not None:
+            raise LossurfError(
+                f"subset={subset} does not apply to an EvalData: EvalData holds the examples to "
+                "evaluate; pass fewer examples, or pass the dataset and subset=")
+        if split not in (None, "train"):
+            raise LossurfError(
+                f"split={split!r} applies to a lossurf Dataset; an EvalData holds the examples "
+                f"to evaluate: build it from that split (EvalData.from_dataset(dataset, "
+                f"split={split!r})) or pass the dataset")
         return data, f"custom n={len(data.x)} sha256={_data_hash(data.x, data.y, data.bn_x)}"
+    if split not in (None, "train") and not isinstance(data, Dataset) and is_batches(data):
+        raise LossurfError(
+            f"split={split!r} applies to a lossurf Dataset; a loader's batches are the examples "
+            "to evaluate: pass the loader of that split instead")
+    split = split or "train"
     if not isinstance(data, Dataset):
         if not is_batches(data):
             raise LossurfError(
@@ -278,7 +302,8 @@ def distance_along(
     :func:`line` (``split`` defaults to ``test`` here, as in :func:`functional_distance`);
     returns its Dataset, which then holds ``fdist`` and ``disagreement`` beside the loss.
     """
-    options.setdefault("split", "test")
+    if isinstance(data, Dataset):  # an EvalData or batches are the examples themselves
+        options.setdefault("split", "test")
     return line(model, start, end, data, reference=reference, **options)
 
 
@@ -423,7 +448,7 @@ def functional_distance(
     data: Any,
     *,
     bn: str = "recompute",
-    split: str = "test",
+    split: str | None = None,
     subset: int | None = None,
     seed: int = 0,
     device: Any = None,
@@ -434,8 +459,8 @@ def functional_distance(
 
     ``fdist = sqrt(mean_i ||softmax(F(x_i, a)) - softmax(F(x_i, b))||^2)`` and
     ``disagreement`` is the fraction of examples whose predicted labels differ. Like the
-    paper, it is measured on held-out data: ``split`` defaults to ``test`` here (the surface
-    functions default to ``train``, the loss being minimized). ``data`` takes every form
+    paper, it is measured on held-out data: ``split`` defaults to ``test`` for a Dataset here
+    (the surface functions default to ``train``, the loss being minimized). ``data`` takes every form
     :func:`eval_data` does; with a loader of held-out batches and batch norm, pass
     ``bn_data=train_loader``. It needs class outputs (not regression).
 
@@ -444,6 +469,8 @@ def functional_distance(
     """
     anchors = _states(model, {"a": a, "b": b})
     _check_device(device)
+    if split is None and isinstance(data, Dataset):
+        split = "test"  # held-out data, as the paper measures it
     data, _ = eval_data(data, split=split, subset=subset, seed=seed, bn_data=bn_data)
     if data.task == "regression":
         raise LossurfError("functional distance compares predicted class probabilities (paper "
