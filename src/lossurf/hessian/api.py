@@ -183,7 +183,7 @@ def _eps_values(eps: Any, name: str) -> list:
         return [eps]
     values = (list(eps) if isinstance(eps, Iterable) and not isinstance(eps, (str, bytes, Mapping))
               else None)
-    if not values or not all(number(v) for v in values):
+    if values is None or not all(number(v) for v in values):  # [] asks for none
         raise LossurfError(f"{name} must be a positive number or a list of them (e.g. 1e-3), "
                            f"got {eps!r}")
     return values
