@@ -270,3 +270,100 @@ def test_functional_distance_defaults_to_the_test_split_of_a_dataset():
     b = {k: v + 0.1 for k, v in a.items()}
     assert surface.functional_distance(model, a, b, data) == surface.functional_distance(
         model, a, b, data, split="test")
+
+
+# 6. arguments of the wrong type
+
+
+def _weights():
+    model = _two_class()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    return model, start, {k: v + 0.1 for k, v in start.items()}
+
+
+@pytest.mark.parametrize("value,match", [
+    ((0, 1, 2), r"range must be two numbers \(low, high\), got \(0, 1, 2\)"),
+    (1.0, r"range must be two numbers \(low, high\), got 1.0"),
+    (("a", "b"), r"range must be two numbers \(low, high\), got \('a', 'b'\)"),
+    ("01", r"range must be two numbers"),
+])
+def test_a_malformed_range_is_refused(value, match):
+    model, a, b = _weights()
+    with pytest.raises(LossurfError, match=match):
+        surface.line(model, a, b, _data(), range=value, progress=False)
+
+
+def test_malformed_alphas_are_refused():
+    model, a, b = _weights()
+    with pytest.raises(LossurfError, match=r"alpha values must be numbers, got \['a', 'b'\]"):
+        surface.line(model, a, b, _data(), alphas=["a", "b"], progress=False)
+
+
+@pytest.mark.parametrize("steps", [3.0, "3", True])
+def test_steps_must_be_an_integer(steps):
+    model, a, b = _weights()
+    with pytest.raises(LossurfError, match=f"steps must be a whole number.*got {steps!r}"):
+        surface.line(model, a, b, _data(), steps=steps, progress=False)
+
+
+def test_numpy_integers_are_accepted_for_every_count():
+    model, a, b = _weights()
+    ds = surface.line(model, a, b, _dataset(), steps=np.int64(2), subset=np.int32(10),
+                      threads=np.int64(1), batch_size=np.int64(4), progress=False)
+    assert ds.loss.shape == (2,) and ds.attrs["data"].startswith("toy/train n=10")
+
+
+@pytest.mark.parametrize("name", ["threads", "batch_size", "points_per_pass", "bn_batch_size"])
+def test_bools_and_floats_are_not_counts(name):
+    for value in (True, 2.0):
+        with pytest.raises(LossurfError, match=f"{name} must be a positive integer"):
+            Evaluator(_two_class(), _data(), **{name: value})
+
+
+def test_a_state_dict_where_the_model_goes_is_refused():
+    model, a, b = _weights()
+    data = _data()
+    calls = [lambda: surface.line(a, a, b, data, progress=False),
+             lambda: surface.basin(a, a, b, data, progress=False),
+             lambda: surface.plane(a, [a, b, {k: -v for k, v in a.items()}], data, progress=False),
+             lambda: surface.functional_distance(a, a, b, data),
+             lambda: Evaluator(a, data)]
+    for call in calls:
+        with pytest.raises(LossurfError, match=r"model must be an nn\.Module.*got a dict.*first"):
+            call()
+
+
+class DictOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Linear(20, 2)
+
+    def forward(self, x):
+        return {"logits": self.f(x)}
+
+
+class FlatOut(DictOut):
+    def forward(self, x):
+        return self.f(x)[:, 0]
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_outputs_the_evaluator_cannot_use_are_refused(strategy):
+    with pytest.raises(LossurfError, match=r"returns a dict.*logits \[N, classes\]"):
+        _line(DictOut(), _data(), strategy=strategy)
+    with pytest.raises(LossurfError, match=r"outputs of shape \(2,\).*logits \[N, classes\].*loss_fn"):
+        _line(FlatOut(), _data(), strategy=strategy)
+
+
+def test_a_one_dimensional_output_works_for_regression_with_a_loss():
+    data = _data()
+    reg = EvalData(data.x, data.x[:, 0], "regression")
+    ds = _line(FlatOut(), reg, loss_fn=F.mse_loss)
+    assert np.isfinite(ds.loss.values).all()
+
+
+@pytest.mark.parametrize("store", [3, 1.5, ["a"]])
+def test_store_must_be_a_path(store):
+    model, a, b = _weights()
+    with pytest.raises(LossurfError, match="store must be a path"):
+        surface.line(model, a, b, _data(), store=store, progress=False)

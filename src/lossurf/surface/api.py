@@ -159,6 +159,9 @@ def _check_device(device: Any) -> None:
 
 
 def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+    from lossurf.surface.evaluate import check_model
+
+    check_model(model)
     states = [as_state(p) for p in points.values()]
     check_compatible([as_state(model)] + states, ["the model"] + list(points))
     return states
@@ -200,6 +203,9 @@ def _run(
     bn_data: Any,
 ) -> xr.Dataset:
     _check_device(device)  # before the data are read
+    if store is not None and not isinstance(store, (str, Path)):
+        raise LossurfError(f"store must be a path (str or pathlib.Path) of a zarr store, got "
+                           f"{type(store).__name__} {store!r}; pass store='surface.zarr' or None")
     ref = None
     if reference is not None:
         ref = as_state(reference)

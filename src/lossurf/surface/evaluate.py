@@ -79,7 +79,7 @@ from lossurf.surface.strategy import (
 if TYPE_CHECKING:
     from lossurf.data.base import Dataset
 
-__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES", "resolve_device"]
+__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES", "check_model", "resolve_device"]
 
 #: Evaluation strategies, with what each means.
 STRATEGIES: dict[str, str] = {
@@ -198,6 +198,15 @@ def _check_ids(x: torch.Tensor, y: torch.Tensor, task: str) -> None:
     if y.dtype not in (torch.int64, torch.int32):
         raise LossurfError(f"EvalData targets are {y.dtype}; {task} takes int64 class or token "
                            "ids: convert them with y.long()")
+
+
+def check_model(model: object) -> None:
+    """Refuse anything but an ``nn.Module`` where the model goes (a state dict, typically)."""
+    if not isinstance(model, nn.Module):
+        hint = (" (a state dict?): the model comes first, then the weights, e.g. "
+                "line(model, start_state, end_state, data)") if isinstance(model, Mapping) else ""
+        raise LossurfError(f"model must be an nn.Module, got a {type(model).__name__}{hint}; "
+                           "pass the network (its architecture; the weights are set per point)")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -323,6 +332,7 @@ class Evaluator:
                  share_first_layer: bool | None = None, fold_bn: bool = True,
                  channels_last: bool | None = None, loss_fn: LossFn | None = None,
                  precision: str = "fp32", threads: int | None = None) -> None:
+        check_model(model)
         if bn not in BN_POLICIES:
             raise LossurfError(f"unknown BN policy {bn!r}; use one of: {', '.join(BN_POLICIES)}")
         if strategy not in STRATEGIES:
@@ -330,10 +340,15 @@ class Evaluator:
         if not isinstance(data, EvalData):
             raise LossurfError("data must be an EvalData; build it with EvalData(x, y, task) "
                                "or EvalData.from_dataset(dataset)")
+        counts = {}
         for name, value in (("points_per_pass", points_per_pass), ("batch_size", batch_size),
                             ("bn_batch_size", bn_batch_size), ("threads", threads)):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(
+                    value, (int, np.integer)) or value < 1):
                 raise LossurfError(f"{name} must be a positive integer, got {value!r}")
+            counts[name] = None if value is None else int(value)  # numpy integers too
+        points_per_pass, batch_size = counts["points_per_pass"], counts["batch_size"]
+        bn_batch_size, threads = counts["bn_batch_size"], counts["threads"]
         if loss_fn is not None and not callable(loss_fn):
             raise LossurfError(f"loss_fn is a {type(loss_fn).__name__}, not a callable; pass a "
                                "function (outputs, targets) -> mean loss")
@@ -414,7 +429,20 @@ class Evaluator:
                 f"{fix} (the forward pass failed: {type(exc).__name__}: {reason})") from exc
         if isinstance(out, (tuple, list)) and out:  # the runners keep the first output
             out = out[0]
-        if self.task != "regression" and isinstance(out, torch.Tensor):
+        need = {"classification": "logits [N, classes]",
+                "language_model": "logits [N, T, vocabulary]",
+                "regression": "a tensor [N, ...] for loss_fn"}[self.task]
+        if not isinstance(out, torch.Tensor):
+            raise LossurfError(
+                f"the model returns a {type(out).__name__}; the evaluator needs {need}: wrap the "
+                "model so that forward returns that tensor (e.g. model(x)['logits'])")
+        if self.task != "regression":
+            if out.dim() < 2 or (self.task == "language_model" and out.dim() < 3):
+                raise LossurfError(
+                    f"the model returns outputs of shape {tuple(out.shape)} for "
+                    f"{len(self.x[:2])} examples; "
+                    f"{self.task} needs {need}: return the logits, or for a real-valued output "
+                    "use task='regression' with a loss_fn")
             check_class_ids(self.y, out)
 
     def _as_model_dtype(self, t: torch.Tensor, name: str, dtype: torch.dtype | None) -> torch.Tensor:

@@ -99,7 +99,12 @@ def check_values(
         A 1-D float64 array.
     """
     if values is not None:
-        out = np.asarray(values, dtype=np.float64).reshape(-1)
+        try:
+            out = np.asarray(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            shown = values.tolist() if isinstance(values, np.ndarray) else values
+            raise LossurfError(f"{name} values must be numbers, got {shown!r}; give a list "
+                               "or array of numbers") from None
         if out.size < 2:
             raise LossurfError(
                 f"{name} needs at least two values, got {out.size}; give two or more"
@@ -108,12 +113,15 @@ def check_values(
             raise LossurfError(f"{name} has {out.size:,} values, more than the "
                                f"{MAX_AXIS_POINTS:,} lossurf evaluates on one axis; give fewer")
     else:
-        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 2:
+        if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool):
+            raise LossurfError(f"{name}: steps must be a whole number (an int, at least 2), got "
+                               f"{steps!r}; e.g. steps={_as_int_hint(steps)}")
+        if steps < 2:
             raise LossurfError(f"{name} needs at least two steps, got {steps!r}; use steps >= 2")
         if steps > MAX_AXIS_POINTS:
             raise LossurfError(f"{name}: {steps:,} steps are more than the {MAX_AXIS_POINTS:,} "
                                "lossurf evaluates on one axis; use fewer steps")
-        low, high = (float(v) for v in range_)
+        low, high = _range(range_, name)
         if not (math.isfinite(low) and math.isfinite(high)):
             raise LossurfError(f"{name} range ({low}, {high}) is not finite; give finite numbers")
         if low == high:
@@ -129,6 +137,30 @@ def check_values(
     if np.unique(out).size != out.size:
         raise LossurfError(f"{name} values repeat; give each value once")
     return out
+
+
+def _range(range_: object, name: str) -> tuple[float, float]:
+    """``(low, high)`` as floats, or a LossurfError naming what was given."""
+    pair = None
+    if isinstance(range_, (tuple, list, np.ndarray)) and len(range_) == 2:
+        try:
+            pair = tuple(float(v) for v in range_ if not isinstance(v, (str, bytes, bool)))
+        except (TypeError, ValueError):
+            pair = None
+    if pair is None or len(pair) != 2:
+        shown = range_.tolist() if isinstance(range_, np.ndarray) else range_
+        raise LossurfError(f"{name} range must be two numbers (low, high), got {shown!r}; "
+                           "e.g. range=(0.0, 1.0)")
+    return pair
+
+
+def _as_int_hint(steps: object) -> str:
+    """A whole-number spelling of ``steps`` for the message (``3.0`` -> ``3``)."""
+    try:
+        value = float(steps)  # type: ignore[arg-type]
+        return str(int(value)) if value.is_integer() and value >= 2 else "21"
+    except (TypeError, ValueError):
+        return "21"
 
 
 def check_plane_size(first: np.ndarray, second: np.ndarray) -> None:
