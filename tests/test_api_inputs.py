@@ -367,3 +367,44 @@ def test_store_must_be_a_path(store):
     model, a, b = _weights()
     with pytest.raises(LossurfError, match="store must be a path"):
         surface.line(model, a, b, _data(), store=store, progress=False)
+
+
+# 7. weights of another dtype than the model
+
+
+def test_check_compatible_says_the_dtype_differs():
+    from lossurf.params import check_compatible
+
+    model, a, _ = _weights()
+    wide = {k: v.double() for k, v in a.items()}
+    with pytest.raises(LossurfError, match=r"key '0.weight' is torch.float32 in the model but "
+                                           r"torch.float64 in end.*same architecture.*\.float\(\)") as info:
+        check_compatible([a, wide], ["the model", "end"])
+    assert "different architectures" not in str(info.value)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_float64_weights_are_converted_to_the_model_dtype(strategy):
+    model, a, b = _weights()
+    data = _data()
+    wide = [{k: v.double() for k, v in s.items()} for s in (a, b)]
+    got = surface.line(model, *wide, data, steps=3, strategy=strategy, reference=wide[0],
+                       progress=False)
+    expected = surface.line(model, a, b, data, steps=3, strategy=strategy, reference=a,
+                            progress=False)
+    np.testing.assert_array_equal(got.loss.values, expected.loss.values)
+    np.testing.assert_array_equal(got.fdist.values, expected.fdist.values)
+    assert surface.functional_distance(model, *wide, data) == surface.functional_distance(
+        model, a, b, data)
+    ds = surface.basin(model, *wide, data, steps=3, progress=False)
+    assert ds.attrs["geometry_init_distance"] == pytest.approx(
+        surface.basin(model, a, b, data, steps=3, progress=False).attrs["geometry_init_distance"])
+
+
+def test_an_integer_buffer_given_as_float_is_still_refused():
+    torch.manual_seed(0)
+    model = _bn_model()
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = dict(a, **{"1.num_batches_tracked": a["1.num_batches_tracked"].float()})
+    with pytest.raises(LossurfError, match="num_batches_tracked.*torch.int64 in the model"):
+        surface.line(model, a, b, _data(), progress=False)

@@ -39,6 +39,7 @@ __all__ = [
     "distance",
     "combine",
     "state_hash",
+    "to_dtypes_of",
 ]
 
 StateDict = Mapping[str, torch.Tensor]
@@ -130,12 +131,34 @@ def check_compatible(states: Sequence[StateDict], names: Sequence[str] | None = 
             )
         for key, value in first.items():
             ov = other[key]
-            if value.shape != ov.shape or value.dtype != ov.dtype:
+            if value.shape == ov.shape and value.dtype != ov.dtype:
+                how = ".float()" if value.dtype == torch.float32 else f".to({value.dtype})"
+                raise LossurfError(
+                    f"key {key!r} is {value.dtype} in {names[0]} but {ov.dtype} in {name}: the "
+                    f"same architecture in another dtype; convert {name}'s tensors to "
+                    f"{value.dtype} (e.g. {{k: v{how} for k, v in state.items()}} for floating "
+                    "weights), or load them into the model with load_state_dict"
+                )
+            if value.shape != ov.shape:
                 raise LossurfError(
                     f"{names[0]} and {name} are different architectures: key {key!r} is "
                     f"{tuple(value.shape)} {value.dtype} in {names[0]} but {tuple(ov.shape)} "
                     f"{ov.dtype} in {name}; use checkpoints of the same model"
                 )
+
+
+def to_dtypes_of(state: StateDict, like: StateDict) -> dict[str, torch.Tensor]:
+    """``state`` with each floating tensor cast to the floating dtype of ``like``'s tensor of
+    the same name (as ``load_state_dict`` casts); other tensors are kept as they are, so an
+    integer-for-float mismatch is still reported by :func:`check_compatible`."""
+    out = {}
+    for key, value in state.items():
+        ref = like.get(key)
+        if (ref is not None and value.is_floating_point() and ref.is_floating_point()
+                and value.dtype != ref.dtype):
+            value = value.to(ref.dtype)
+        out[key] = value
+    return out
 
 
 def flatten(

@@ -1,7 +1,8 @@
 """Surfaces of your own model from a notebook: lines, basins, planes and functional distance.
 
 Every function takes an ``nn.Module`` (only its architecture is used; it is never modified),
-weight vectors as state dicts (or modules), and a data source (see :func:`eval_data`): an
+weight vectors as state dicts (or modules; floating tensors in another dtype are cast to the
+model's, as ``load_state_dict`` casts), and a data source (see :func:`eval_data`): an
 :class:`~lossurf.surface.evaluate.EvalData`; a :class:`lossurf.data.Dataset` with a ``split``,
 an optional ``subset`` size and its seed; or a ``torch.utils.data.DataLoader`` or any
 re-iterable of ``(x, y)`` batches, read once per call (see :mod:`lossurf.surface.batches`; with
@@ -36,7 +37,14 @@ from lossurf.errors import LossurfError
 from lossurf.objective import LossFn, loss_label
 from lossurf.surface.batches import from_batches, is_batches
 from lossurf.threads import threads_for, torch_threads
-from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
+from lossurf.params import (
+    StateDict,
+    as_state,
+    check_compatible,
+    distance,
+    moving_keys,
+    to_dtypes_of,
+)
 from lossurf.surface.paths import Grid, basin_grid, line_grid
 from lossurf.surface.plane import (
     PLANE_POINTS,
@@ -162,8 +170,11 @@ def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Te
     from lossurf.surface.evaluate import check_model
 
     check_model(model)
-    states = [as_state(p) for p in points.values()]
-    check_compatible([as_state(model)] + states, ["the model"] + list(points))
+    # floating weights in another dtype (float64 from numpy) are cast to the model's, as
+    # load_state_dict would, and as the evaluator casts floating inputs
+    own = as_state(model)
+    states = [to_dtypes_of(as_state(p), own) for p in points.values()]
+    check_compatible([own] + states, ["the model"] + list(points))
     return states
 
 
@@ -208,8 +219,9 @@ def _run(
                            f"{type(store).__name__} {store!r}; pass store='surface.zarr' or None")
     ref = None
     if reference is not None:
-        ref = as_state(reference)
-        check_compatible([as_state(model), ref], ["the model", "reference"])
+        own = as_state(model)
+        ref = to_dtypes_of(as_state(reference), own)
+        check_compatible([own, ref], ["the model", "reference"])
     data, described = eval_data(data, split=split, subset=subset, seed=seed, bn_data=bn_data)
     evaluator = _make_evaluator(model, data, bn, device, options, loss_fn)
     extra = {"anchor_labels": list(labels), "bn": bn, "data": described}
