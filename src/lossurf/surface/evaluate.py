@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lossurf.data.base import seeded_subset
-from lossurf.devices import check_device
+from lossurf.devices import api_device
 from lossurf.errors import LossurfError
 from lossurf.objective import LossFn, check_class_ids, user_loss_sum
 from lossurf.precision import check_precision, precision_context
@@ -210,20 +210,12 @@ def check_model(model: object) -> None:
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` if this machine has it (see
-    :func:`lossurf.devices.check_device`).
+    """``device`` as a ``torch.device`` if this machine has it (:func:`lossurf.devices.api_device`).
 
     Raises:
         LossurfError: an unknown name (``gpu``, ``0``) or a device this machine lacks.
     """
-    if isinstance(device, torch.device):
-        if device.type == "cpu":
-            return torch.device("cpu")
-        device = str(device)
-    try:
-        return check_device(device)
-    except LossurfError as exc:  # worded for the CLI's flag
-        raise LossurfError(str(exc).replace("--device cpu", "device='cpu'")) from None
+    return api_device(device)
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
