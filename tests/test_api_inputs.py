@@ -408,3 +408,19 @@ def test_an_integer_buffer_given_as_float_is_still_refused():
     b = dict(a, **{"1.num_batches_tracked": a["1.num_batches_tracked"].float()})
     with pytest.raises(LossurfError, match="num_batches_tracked.*torch.int64 in the model"):
         surface.line(model, a, b, _data(), progress=False)
+
+
+def test_direction_planes_take_float64_weights_as_the_model_does():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 2))
+    x, y = torch.randn(64, 20), torch.randint(0, 2, (64,))
+    data = EvalData(x, y, "classification")
+    weights = model.state_dict()
+    as_double = {k: v.double() for k, v in weights.items()}
+    same = surface.random_plane(model, weights, data, steps=3, progress=False)
+    cast = surface.random_plane(model, as_double, data, steps=3, progress=False)
+    np.testing.assert_array_equal(same.loss.values, cast.loss.values)
+    trajectory = [{k: v + 0.1 * i * torch.randn_like(v) for k, v in weights.items()} for i in range(3)]
+    planes = [surface.pca_plane(model, t, data, steps=3, progress=False).loss.values
+              for t in (trajectory, [{k: v.double() for k, v in s.items()} for s in trajectory])]
+    np.testing.assert_array_equal(planes[0], planes[1])

@@ -30,7 +30,8 @@ import xarray as xr
 from torch import nn
 
 from lossurf.errors import LossurfError
-from lossurf.params import StateDict, as_state, check_compatible, flatten, moving_keys, norm
+from lossurf.params import (StateDict, as_state, check_compatible, flatten, moving_keys, norm,
+                            to_dtypes_of)
 from lossurf.params import state_hash, unflatten
 from lossurf.surface.direction_store import directions_path, read_directions, write_directions
 from lossurf.surface.directions import (
@@ -74,8 +75,7 @@ def random_directions(
     Returns:
         ``[d1, d2, ...]``, each ``{parameter name: tensor}`` shaped and typed like the weights.
     """
-    state = as_state(weights)
-    check_compatible([as_state(model), state], ["the model", "the weights"])
+    state = _center(model, weights)
     generator = torch.Generator().manual_seed(_check_seed(seed))
     keys = moving_keys(model)
     return [random_direction(state, keys, generator, normalization=normalization, bias_bn=bias_bn)
@@ -180,8 +180,11 @@ def _split_options(kwargs: dict) -> tuple[dict, dict]:
 
 
 def _center(model: nn.Module, weights: StateDict | nn.Module) -> dict[str, torch.Tensor]:
-    state = as_state(weights)
-    check_compatible([as_state(model), state], ["the model", "the weights"])
+    """``weights`` as a state dict of the model's dtypes (floating weights are cast, as the
+    surface API and ``load_state_dict`` do), checked against the model."""
+    reference = as_state(model)
+    state = to_dtypes_of(as_state(weights), reference)
+    check_compatible([reference, state], ["the model", "the weights"])
     return state
 
 
@@ -337,6 +340,7 @@ def pca_plane(
     if not np.isfinite(margin) or margin < 0:
         raise LossurfError(f"margin must be a finite fraction >= 0, got {margin}")
     final = _center(model, states[-1])
+    states = [to_dtypes_of(state, final) for state in states[:-1]] + [final]
     check_compatible([final] + states[:-1], ["the final weights"] + [f"checkpoint {e}" for e in epochs[:-1]])
     keys = moving_keys(model)
     base = flatten(final, keys)
