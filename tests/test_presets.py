@@ -73,3 +73,17 @@ def test_lr_grids_follow_the_paper() -> None:
     assert grid_for(digits, "rk2-heun") == [0.4, 0.2, 0.1, 0.02]  # RK doubles
     assert grid_for(digits, "adam+rk2-heun") == [0.004, 0.002, 0.001, 0.0002]
     assert grid_for(digits, "adadelta") == [1.0, 0.5]  # the preset's own grid
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10", "cifar10-vgg", "ptb"])
+def test_runge_kutta_and_sgd_x2_rates_are_twice_their_base(name):
+    """Sec. 3.4: "We doubled the learning rates ... with Runge-Kutta"; A.4: "SGD x2" is SGD at
+    twice SGD's rate."""
+    from lossurf.presets import load_preset
+
+    methods = load_preset(name).methods
+    base = {"sgd-2lr": "sgd", "rk2-heun": "sgd", "rk2-midpoint": "sgd", "rk2-ralston": "sgd",
+            "adam+rk2-heun": "adam"}
+    for method, of in base.items():
+        if method in methods and of in methods:
+            assert methods[method].lr == pytest.approx(2 * methods[of].lr), (name, method)

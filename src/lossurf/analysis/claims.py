@@ -47,6 +47,9 @@ DISAGREE_FRACTION_MIN = 1.0 / 3.0
 TEST_SPREAD_MAX = 0.02
 #: The switch moved the network: final distance from init differs from the pure run by 5 %.
 DIST_CHANGE_MIN = 0.05
+#: "The loss increases" past the minimum (claim 10): any rise above float noise. The minima's
+#: own losses are often under 0.05 nats, so BARRIER_EPS (0.01) would be a fifth of the scale.
+RISE_EPS = 1e-4
 #: A plateau: along the probe the loss varies by under 5 % of its value at the init.
 PLATEAU_REL = 0.05
 #: A bump on a path between minima rises above its saddles by more than BARRIER_EPS and by
@@ -296,12 +299,12 @@ def claims_restarts(r: RecipeResult) -> list[Claim]:
                 per_run={k: {kk: vv for kk, vv in v.items() if kk != "profile"}
                          for k, v in runs.items()})
     rises = {k: v["loss_at_end"] - v["loss_at_1"] for k, v in runs.items() if "loss_at_1" in v}
-    up = sum(v > BARRIER_EPS for v in rises.values())
+    up = sum(v > RISE_EPS for v in rises.values())
     c10 = _claim(10, f"L(alpha={m.get('extend_to', 2.0):g}) - L(alpha=1) on init->minimum "
                  "lines", f"rose in {up} of {len(rises)} runs (smallest rise "
                  f"{min(rises.values()) if rises else float('nan'):.3f})",
                  bool(rises) and up == len(rises),
-                 threshold=f"> {BARRIER_EPS} for every run", rises=rises)
+                 threshold=f"> {RISE_EPS:g} (float noise) for every run", rises=rises)
     return [c4, c5, c10]
 
 
@@ -314,19 +317,32 @@ def claims_switching(r: RecipeResult) -> Claim:
     latest = max(row["fraction"] for row in rows)
     found = {}
     for row in (x for x in rows if x["fraction"] == latest):
-        d_switch = float(_metrics(r, "main", row["run"])["distance_from_init"].iloc[-1])
+        distance = _metrics(r, "main", row["run"])["distance_from_init"].to_numpy(float)
         d_pure = float(_metrics(r, "main", row["pure_a"])["distance_from_init"].iloc[-1])
-        found[f"{row['a']}->{row['b']}"] = {
-            "barrier": barrier(_curve(r, row["line_a"])[1]), "fdist": float(row["fdist"]),
-            "distance_change": abs(d_switch - d_pure) / max(d_pure, 1e-12)}
+        entry = {"barrier": barrier(_curve(r, row["line_a"])[1]), "fdist": float(row["fdist"]),
+                 "distance_change": (float(distance[-1]) - d_pure) / max(d_pure, 1e-12)}
+        if (row["a"], row["b"]) == ("adam", "sgd") and "switch_epoch" in row:
+            # "it actually starts to decrease when switching from ADAM to SGD": the distance
+            # one epoch after the switch against the distance at it (rows are epochs 0..E)
+            at = int(row["switch_epoch"])
+            if at + 1 < len(distance):
+                entry["decrease_after_switch"] = float(distance[at] - distance[at + 1])
+        found[f"{row['a']}->{row['b']}"] = entry
     held = all(v["barrier"] > BARRIER_EPS and v["fdist"] > FDIST_MIN
-               and v["distance_change"] > DIST_CHANGE_MIN for v in found.values())
+               and abs(v["distance_change"]) > DIST_CHANGE_MIN
+               and v.get("decrease_after_switch", 1.0) > 0 for v in found.values())
     return _claim(6, f"switch at {latest:.0%} vs pure A: barrier, fdist, relative change of "
-                  "the final distance from init",
+                  "the final distance from init; for Adam -> SGD, the distance one epoch after "
+                  "the switch against at it",
                   "; ".join(f"{k}: barrier {v['barrier']:.3f}, fdist {v['fdist']:.3f}, "
-                            f"distance {v['distance_change']:+.1%}" for k, v in found.items()),
+                            f"distance {v['distance_change']:+.1%}"
+                            + (f", {'falls' if v['decrease_after_switch'] > 0 else 'does not fall'}"
+                               f" after the switch ({-v['decrease_after_switch']:+.3g})"
+                               if "decrease_after_switch" in v else "")
+                            for k, v in found.items()),
                   held, threshold=f"barrier > {BARRIER_EPS}; fdist > {FDIST_MIN} (paper's "
-                  f"minima: ~0.16); distance change > {DIST_CHANGE_MIN:.0%}", switches=found)
+                  f"minima: ~0.16); |distance change| > {DIST_CHANGE_MIN:.0%}; Adam -> SGD: "
+                  "the distance falls after the switch", switches=found)
 
 
 def claims_batchnorm(r: RecipeResult) -> Claim:
@@ -361,13 +377,24 @@ RK_METHODS = ("sgd", "sgd-2lr", "rk2-heun", "rk2-ralston", "rk2-midpoint", "adam
               "adam+rk2-heun")
 
 
-def _rk_verdict(score: dict[str, float]) -> dict[str, bool]:
-    beats = lambda a, b: score[a] > score[b]  # noqa: E731
-    return {"heun>sgd": beats("rk2-heun", "sgd"), "ralston>sgd": beats("rk2-ralston", "sgd"),
-            "heun>sgd-2lr": beats("rk2-heun", "sgd-2lr"),
-            "ralston>sgd-2lr": beats("rk2-ralston", "sgd-2lr"),
-            "midpoint<=sgd": not beats("rk2-midpoint", "sgd"),
-            "adam>adam+rk2": beats("adam", "adam+rk2-heun")}
+#: Claim 8's comparisons: (better, worse) or, for Midpoint, (worse-or-equal, better).
+RK_COMPARISONS = {"heun>sgd": ("rk2-heun", "sgd"), "ralston>sgd": ("rk2-ralston", "sgd"),
+                  "heun>sgd-2lr": ("rk2-heun", "sgd-2lr"),
+                  "ralston>sgd-2lr": ("rk2-ralston", "sgd-2lr"),
+                  "midpoint<=sgd": ("rk2-midpoint", "sgd"),
+                  "adam>adam+rk2": ("adam", "adam+rk2-heun")}
+
+
+def _rk_verdict(score: dict[str, float], untrained: set[str] = frozenset()) -> dict[str, bool | None]:
+    """Each comparison of :data:`RK_COMPARISONS`; None where a run never trained (a diverged
+    Midpoint does not 'perform worse as a method', it says nothing about it)."""
+    verdict: dict[str, bool | None] = {}
+    for key, (a, b) in RK_COMPARISONS.items():
+        if a in untrained or b in untrained:
+            verdict[key] = None
+        else:
+            verdict[key] = score[a] <= score[b] if key == "midpoint<=sgd" else score[a] > score[b]
+    return verdict
 
 
 def claims_runge_kutta(r: RecipeResult, outcomes: dict[str, dict] | None = None) -> Claim:
@@ -393,19 +420,20 @@ def claim8_from_metrics(frames: dict[str, Any], outcomes: dict[str, dict] | None
     per_eval = {m: mean_accuracy_at_evaluations(f["gradient_evaluations"].to_numpy(float),
                                                 f["train_accuracy"].to_numpy(float), budget)
                 for m, f in frames.items()}
-    epochs, evals = _rk_verdict(score), _rk_verdict(per_eval)
+    bad = {m: o for m, o in (outcomes or {}).items() if o["outcome"] != TRAINED}
+    epochs, evals = _rk_verdict(score, set(bad)), _rk_verdict(per_eval, set(bad))
     # "Midpoint does not" and "Adam beats Adam+RK2" are equal-epoch statements; per gradient
     # evaluation the paper adds only that Heun and Ralston win "with half the gradients".
-    held = all(epochs.values()) and all(evals[k] for k in
-                                        ("heun>sgd", "ralston>sgd", "heun>sgd-2lr",
-                                         "ralston>sgd-2lr"))
-    bad = {m: o for m, o in (outcomes or {}).items() if o["outcome"] != TRAINED}
+    checks = list(epochs.values()) + [evals[k] for k in ("heun>sgd", "ralston>sgd",
+                                                         "heun>sgd-2lr", "ralston>sgd-2lr")]
+    # one failed comparison decides; one left undecided by an untrained run leaves it open
+    held = False if False in checks else (None if None in checks else True)
     reason = "; ".join(f"{m} {o['outcome']} ({o['reason']})" for m, o in bad.items())
     if bad:
         reason += ": a comparison with a run that never trained says nothing about its method"
-    failed = [f"{k} (equal epochs)" for k, v in epochs.items() if not v]
+    failed = [f"{k} (equal epochs)" for k, v in epochs.items() if v is False]
     failed += [f"{k} (equal evaluations)" for k in ("heun>sgd", "ralston>sgd", "heun>sgd-2lr",
-                                                     "ralston>sgd-2lr") if not evals[k]]
+                                                     "ralston>sgd-2lr") if evals[k] is False]
     return _claim(8, "mean train accuracy over epochs 1..E (equal epochs) and over "
                   f"{len(budget)} points up to {budget_end:g} gradient evaluations (equal "
                   "evaluations; an RK2 step costs two)",

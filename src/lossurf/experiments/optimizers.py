@@ -105,8 +105,8 @@ def run(ctx: Context) -> RecipeResult:
     # Fig. 1: a learning curve, its fast "transient" and slow "minimization" phases.
     result.figures.append(FigureSpec(
         "fig1", "Fig. 1: a learning curve",
-        f"Training loss per epoch of {sgd} (seed {s0}): a rapid transient phase, then a slow "
-        "minimization phase.", "curves",
+        f"Training loss per epoch of {sgd} (seed {s0}), where the paper sees a rapid "
+        "transient phase, then a slow minimization phase.", "curves",
         {"series": [{"label": sgd, "experiment": "main", "run": name(sgd)}],
          "columns": ["train_loss"], "x": "epoch"}))
 

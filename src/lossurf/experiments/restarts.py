@@ -133,7 +133,8 @@ def run(ctx: Context) -> RecipeResult:
                              "var": "loss", "panels_by": "group"}),
         FigureSpec("fig10", "Fig. 10: past the minimum",
                    "The line from initialization to minimum extended to alpha = "
-                   f"{ctx.preset.surface.extend_to:g} (eq. 2): the loss rises past the minimum.",
+                   f"{ctx.preset.surface.extend_to:g} (eq. 2); the paper: the loss rises past "
+                   "the minimum (claim 10 tests it).",
                    "lines", {"series": [line(e) for e in found["extended"]], "x": "alpha",
                              "var": "loss", "panels_by": "group"}),
     ]

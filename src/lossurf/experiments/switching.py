@@ -56,11 +56,12 @@ def run(ctx: Context) -> RecipeResult:
     result.tables["switches"] = ctx.table("switches", pd.DataFrame(rows))
     result.figures += [
         FigureSpec("fig7-accuracy", "Fig. 7: accuracy when switching methods",
-                   "Test accuracy per epoch of the pure runs and of the runs that switch from A "
+                   "Train and test accuracy per epoch of the pure runs and of the runs that switch from A "
                    "to B after 25, 50 or 75 % of the epochs.", "curves",
                    {"series": curves, "columns": ["train_accuracy", "test_accuracy"], "x": "epoch"}),
         FigureSpec("fig7-distance", "Fig. 7: distance from initialization when switching",
-                   "||theta_t - theta_0|| per epoch: the switch changes where training goes.",
+                   "||theta_t - theta_0|| per epoch of the pure and the switched runs (the "
+                   "paper: it changes after a switch, and falls after Adam to SGD; claim 6).",
                    "curves", {"series": curves, "columns": ["distance_from_init"], "x": "epoch"}),
         FigureSpec("fig7-lines", "Fig. 7: between switched and pure minima",
                    "Loss along the line from each switched run's minimum (alpha = 0) to the "
