@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -86,4 +88,31 @@ def test_runge_kutta_and_sgd_x2_rates_are_twice_their_base(name):
             "adam+rk2-heun": "adam"}
     for method, of in base.items():
         if method in methods and of in methods:
+            # declared, so that the preset check and --lr-search keep the factor
+            assert methods[method].twice_of == of, (name, method)
             assert methods[method].lr == pytest.approx(2 * methods[of].lr), (name, method)
+
+
+def test_doubled_rates_follow_their_base_under_lr_search():
+    from lossurf.experiments.lr_search import searched, with_doubled
+
+    preset = load_preset("digits")
+    wanted = ["sgd-2lr", "rk2-heun", "adam+rk2-heun", "adadelta"]
+    assert searched(preset, wanted) == ["sgd", "adam", "adadelta"]  # the bases, not the doubles
+    chosen = {"sgd": 0.05, "adam": 0.0005, "adadelta": 1.0}
+    assert with_doubled(preset, wanted, chosen) == {
+        "sgd-2lr": 0.1, "rk2-heun": 0.1, "adam+rk2-heun": 0.001, "adadelta": 1.0}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lr": 0.3}, "methods.rk2-heun: lr 0.3 is not twice sgd's 0.1 (twice_of: sgd); set it to 0.2"),
+    ({"twice_of": "lion"}, "methods.rk2-heun.twice_of names method 'lion', which is not defined"),
+    ({"twice_of": "sgd-2lr"}, "twice_of names 'sgd-2lr', which is itself twice another method's"),
+])
+def test_a_preset_whose_doubled_rate_is_not_twice_its_base_is_refused(change, message):
+    import lossurf.presets
+
+    raw = yaml.safe_load((Path(lossurf.presets.__file__).parent / "digits.yaml").read_text())
+    raw["methods"]["rk2-heun"] = {**raw["methods"]["rk2-heun"], **change}
+    with pytest.raises(LossurfError, match=re.escape(message)):
+        parse_preset(raw)

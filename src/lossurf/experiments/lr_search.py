@@ -21,7 +21,7 @@ from lossurf.experiment import load_experiment
 from lossurf.presets import PAPER_LR_GRIDS, Preset
 from lossurf.runs import read_json, write_json
 
-__all__ = ["grid_for", "search_learning_rates"]
+__all__ = ["grid_for", "searched", "search_learning_rates", "with_doubled"]
 
 
 def grid_for(preset: Preset, method: str) -> list[float]:
@@ -38,11 +38,31 @@ def grid_for(preset: Preset, method: str) -> list[float]:
     return [lr * factor for lr in PAPER_LR_GRIDS[family]]
 
 
+def searched(preset: Preset, methods: list[str]) -> list[str]:
+    """The methods whose rate is searched for ``methods``: each one, except that a method
+    twice another's (``twice_of``, the paper's doubled rates) brings its base instead."""
+    out: list[str] = []
+    for m in methods:
+        base = preset.methods[m].twice_of or m
+        if base not in out:
+            out.append(base)
+    return out
+
+
+def with_doubled(preset: Preset, methods: list[str], chosen: dict[str, float]) -> dict[str, float]:
+    """The rate of each of ``methods`` from the searched ``chosen`` ones: twice its base's for a
+    ``twice_of`` method (sec. 3.4: "We doubled the learning rates ... with Runge-Kutta"; A.4:
+    SGD x2 is SGD at twice SGD's rate), else its own choice."""
+    return {m: 2.0 * chosen[spec.twice_of] if (spec := preset.methods[m]).twice_of else chosen[m]
+            for m in methods}
+
+
 def search_learning_rates(
     preset: Preset, out: Path, methods: list[str], *, data_dir: Path | None = None,
     progress: bool = True,
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """The best learning rate of each method and the table of every candidate's score."""
+    """The best learning rate of each method and the table of every candidate's score (a
+    ``twice_of`` method is not searched: it gets twice its base's choice)."""
     folder = Path(out) / "lr-search"
     cache = folder / "choice.json"
     known = read_json(cache) if cache.is_file() else {}
@@ -57,7 +77,8 @@ def search_learning_rates(
         full, train_x=full.train_x[order[held:]], train_y=full.train_y[order[held:]],
         test_x=full.train_x[order[:held]], test_y=full.train_y[order[:held]])
     rows = []
-    todo = [m for m in methods if m not in known.get("lrs", {})]
+    bases = searched(preset, methods)
+    todo = [m for m in bases if m not in known.get("lrs", {})]
     if todo:
         runs = []
         for m in todo:
@@ -86,5 +107,5 @@ def search_learning_rates(
         write_json(cache, known)
         if progress:
             print("  lr search: " + ", ".join(f"{m}={known['lrs'][m]:g}" for m in todo), flush=True)
-    table = pd.DataFrame([r for r in known.get("table", []) if r["method"] in methods])
-    return {m: known["lrs"][m] for m in methods}, table
+    table = pd.DataFrame([r for r in known.get("table", []) if r["method"] in bases])
+    return with_doubled(preset, methods, known["lrs"]), table

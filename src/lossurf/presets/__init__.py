@@ -42,6 +42,9 @@ class MethodSpec(_Frozen):
     lr: float = Field(gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
     lr_grid: list[float] | None = None  # for --lr-search; default: the paper's grid
+    #: The paper's doubled rates (sec. 3.4, A.4): this method's lr is twice that method's, and
+    #: under --lr-search it follows that method's choice instead of being searched itself.
+    twice_of: str | None = None
 
 
 class SurfaceSettings(_Frozen):
@@ -148,12 +151,25 @@ class Preset(TrainingSettings):
             used += [(f"switching.variants.{v.key}.lrs", m) for m in v.lrs]
         used += [("runge_kutta.methods", m) for m in self.runge_kutta.methods]
         used.append(("init.method", self.init.method))
+        used += [(f"methods.{m}.twice_of", spec.twice_of) for m, spec in self.methods.items()
+                 if spec.twice_of is not None]
         for where, method in used:
             if method not in known:
                 raise ValueError(
                     f"{where} names method {method!r}, which is not defined under methods: "
                     f"(defined: {sorted(known)}); add it there or remove it here"
                 )
+        for m, spec in self.methods.items():
+            base = self.methods.get(spec.twice_of) if spec.twice_of else None
+            if base is None:
+                continue
+            if base.twice_of is not None:
+                raise ValueError(f"methods.{m}.twice_of names {spec.twice_of!r}, which is itself "
+                                 "twice another method's; name the base method")
+            if abs(spec.lr - 2 * base.lr) > 1e-12 * spec.lr:
+                raise ValueError(f"methods.{m}: lr {spec.lr:g} is not twice {spec.twice_of}'s "
+                                 f"{base.lr:g} (twice_of: {spec.twice_of}); set it to "
+                                 f"{2 * base.lr:g}")
         for f in self.switching.fractions:
             if not 0 < f < 1:
                 raise ValueError(f"switching.fractions: {f} is not strictly between 0 and 1")
