@@ -382,11 +382,32 @@ def test_claim6_keeps_the_sign_and_asks_the_distance_to_fall_after_adam_to_sgd(t
             for a, b in (("adam", "sgd"), ("sgd", "adam"))]
     result = RecipeResult("switching", "t", "4.3", "p", tmp_path, measurements={"switches": rows})
     c6 = module.claims_switching(result)
-    assert "adam->sgd: barrier 1.000, fdist 0.100, distance -28.6%, falls after the switch (-0.5)" \
-        in c6.measured
-    assert "sgd->adam: barrier 1.000, fdist 0.100, distance +15.0%" in c6.measured
+    assert "adam->sgd at 75%: barrier 1.000, fdist 0.100, distance -28.6%, falls after the " \
+        "switch (-0.5)" in c6.measured
+    assert "sgd->adam at 75%: barrier 1.000, fdist 0.100, distance +15.0%" in c6.measured
+    assert c6.quantity.startswith("switch at 75% vs pure A")
     assert c6.held is True
     distance["adam-to-sgd-75"] = [0, 1, 2, 3, 4.5]  # it went on growing: the paper's fall is not seen
     c6 = module.claims_switching(result)
     assert "distance +28.6%, does not fall after the switch (+1.5)" in c6.measured
     assert c6.held is False
+
+
+def test_claim6_counts_every_switch_time_not_only_the_latest(tmp_path, monkeypatch):
+    from lossurf.analysis import claims as module
+    from lossurf.experiments.result import RecipeResult
+
+    runs = {"sgd-to-adam-25": [0, 1, 2, 3, 4.6], "sgd-to-adam-75": [0, 1, 2, 3, 4.6],
+            "sgd": [0, 1, 2, 3, 4.0]}
+    monkeypatch.setattr(module, "_metrics", lambda r, key, run: pd.DataFrame(
+        {"distance_from_init": runs[run]}))
+    lines = {"bump": np.array([0.0, 1.0, 0.0]), "flat": np.array([0.0, 0.0, 0.0])}
+    monkeypatch.setattr(module, "_curve", lambda r, rel: (np.linspace(0, 1, 3), lines[rel], None))
+    rows = [{"a": "sgd", "b": "adam", "fraction": f, "run": f"sgd-to-adam-{int(f * 100)}",
+             "pure_a": "sgd", "line_a": line, "fdist": 0.1, "switch_epoch": 1}
+            for f, line in ((0.25, "flat"), (0.75, "bump"))]
+    result = RecipeResult("switching", "t", "4.3", "p", tmp_path, measurements={"switches": rows})
+    c6 = module.claims_switching(result)
+    # the early switch found the pure run's minimum again (no barrier): "regardless of how
+    # late we switch ... the local minima found were all different" does not hold
+    assert "sgd->adam at 25%: barrier 0.000" in c6.measured and c6.held is False
