@@ -357,6 +357,44 @@ def test_claim9_diverged_is_not_does_not_train() -> None:
     assert claim9_from_runs(runs, 0.1).held is False  # a trained run contradicts the claim
     runs = {"N(-1, 1), bn=False": _init_run(False, "did not train", variation=0.5)}
     assert claim9_from_runs(runs, 0.1).held is False  # not a plateau
+    shallow = {**_init_run(False, "did not train"), "rises_every_way": True}
+    assert claim9_from_runs({"N(-1, 1), bn=False": shallow}, 0.1).held is False  # a minimum
+
+
+def test_claim9_probes_every_direction_both_ways(tmp_path, monkeypatch) -> None:
+    from lossurf.analysis import claims as module
+    from lossurf.experiments.result import RecipeResult
+
+    x = np.linspace(-0.05, 0.05, 5)
+    curves = {"flat": 2.3 + 0.001 * x, "slope": 2.3 - 1.0 * x,      # 4 % of 2.3 end to end
+              "steep": 2.3 + 4.0 * x, "valley": 2.3 + 100 * x ** 2}  # 17 %; a shallow minimum
+    monkeypatch.setattr(module, "_curve", lambda r, rel: (x, curves[rel], None))
+
+    class Stub:
+        def status(self, run):
+            return {"status": "finished"}
+
+        def metrics(self, run):
+            return pd.DataFrame({"epoch": [0, 1], "train_loss": [2.3, 2.3],
+                                 "train_accuracy": [0.1, 0.1]})
+
+    monkeypatch.setattr(module, "_experiment", lambda r, key: Stub())
+
+    def claim(probes):
+        row = {"init": "N(-1, 1)", "batch_norm": False, "experiment": "e", "run": "sgd",
+               "final_train_accuracy": 0.1, "distance_moved": 0.0, "probe": probes[0],
+               "probes": probes}
+        result = RecipeResult("init", "t", "A.5", "p", tmp_path,
+                              measurements={"runs": [row], "num_classes": 10})
+        return module.claims_init(result)
+
+    assert claim(["flat", "slope", "flat"]).held is True
+    c9 = claim(["flat", "steep", "flat"])  # one steep direction: not a plateau
+    assert c9.held is False and c9.values["runs"]["N(-1, 1), bn=False"]["probe_variation"] > 0.05
+    valley = {**curves, "valley": 2.3 + 3.0 * x ** 2}  # flat (0.3 %), but rising both ways
+    monkeypatch.setattr(module, "_curve", lambda r, rel: (x, valley[rel], None))
+    assert claim(["valley", "valley", "valley"]).held is False
+    assert claim(["valley", "flat", "valley"]).held is True  # not rising along every one
 
 
 def test_every_claim_states_the_papers_number() -> None:

@@ -117,13 +117,17 @@ def test_fig10_is_not_fig5a(out: Path) -> None:
 
 
 def test_fig11b_probes_the_plateau(out: Path) -> None:
-    from lossurf.experiments.initialization import PROBE_RANGE
+    from lossurf.experiments.initialization import PROBE_DIRECTIONS, PROBE_RANGE
 
     result = RecipeResult.load(out / "init")
     (spec,) = _spec(result, "fig11b")
-    assert {s["surface"] for s in spec.data["series"]} == {r["probe"] for r in result.measurements["runs"]}
+    runs = result.measurements["runs"]
+    assert {s["surface"] for s in spec.data["series"]} == {p for r in runs for p in r["probes"]}
+    assert all(len(r["probes"]) == PROBE_DIRECTIONS for r in runs)
     alpha = xr.open_zarr(result.path(spec.data["series"][0]["surface"]))["alpha"].values
-    assert alpha.max() == pytest.approx(PROBE_RANGE)
+    # toward and away from a default initialization, the init itself on the grid
+    assert alpha.max() == pytest.approx(PROBE_RANGE) and alpha.min() == pytest.approx(-PROBE_RANGE)
+    assert 0.0 in alpha
 
 
 def test_fig2_corners_put_each_training_path_and_the_minima_on_edges(out: Path) -> None:

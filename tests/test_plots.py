@@ -280,3 +280,21 @@ def test_drawn_curves_tell_seeds_and_switch_points_apart(result):
     assert len(looks) == 4 and len(set(looks)) == 4
     assert looks[0][1] != looks[1][1]  # seeds: line style
     assert looks[2][2] != looks[3][2] and looks[2][0] != looks[3][0]  # switch: marker, colour
+
+
+def test_lines_mark_only_the_anchors_inside_the_lines(result, tmp_path):
+    import xarray as xr
+
+    from lossurf.plots.lines import draw_lines
+
+    alphas = np.linspace(-0.05, 0.05, 11)  # a short probe around the init
+    xr.Dataset({"loss": (("alpha",), 2.3 + alphas)}, coords={"alpha": alphas}).to_zarr(
+        result.root / "s/probe.zarr", consolidated=False)
+    line_store(result.root / "s/full.zarr")  # alpha from -0.5 to 1.5
+    for surface, marked in (("s/probe.zarr", [0.0]), ("s/full.zarr", [0.0, 1.0])):
+        spec = FigureSpec("p", "t", "c", "lines", {"series": [{"label": "a", "surface": surface}]})
+        ax = draw_lines(spec, result).figure.axes[0]
+        vertical = sorted({float(line.get_xdata()[0]) for line in ax.lines
+                           if line.get_linestyle() == ":" and len(set(line.get_xdata())) == 1})
+        assert vertical == marked, surface
+        assert ax.get_xlim()[1] < 0.2 if surface == "s/probe.zarr" else ax.get_xlim()[1] > 1.0

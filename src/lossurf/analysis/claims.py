@@ -458,15 +458,23 @@ def claims_init(r: RecipeResult) -> Claim:
     chance = 1.0 / r.measurements["num_classes"]
     found = {}
     for row in r.measurements["runs"]:
-        _, y, _ = _curve(r, row["probe"])
-        flat = float((np.max(y) - np.min(y)) / max(abs(y[0]), 1e-12))
+        variations, rises = [], []
+        for probe in row.get("probes") or [row["probe"]]:  # one probe in older results
+            x, y, _ = _curve(r, probe)
+            at = int(np.argmin(np.abs(x)))  # the init itself
+            variations.append(float((np.max(y) - np.min(y)) / max(abs(y[at]), 1e-12)))
+            # does the loss rise on both sides of the init along this direction (a minimum)?
+            rises.append(bool(at > 0 and at < len(y) - 1 and y[:at].min() > y[at] + RISE_EPS
+                              and y[at + 1:].min() > y[at] + RISE_EPS))
+        flat = max(variations)
         exp = _experiment(r, row["experiment"])
         outcome = training_outcome(exp.status(row["run"])["status"], exp.metrics(row["run"]),
                                    chance)
         found[f"{row['init']}, bn={row['batch_norm']}"] = {
             "batch_norm": row["batch_norm"], "train_accuracy": row["final_train_accuracy"],
             "outcome": outcome.outcome, "why": outcome.reason,
-            "probe_variation": flat, "distance_moved": row["distance_moved"]}
+            "probe_variation": flat, "probe_directions": len(variations),
+            "rises_every_way": bool(rises) and all(rises), "distance_moved": row["distance_moved"]}
     return claim9_from_runs(found, chance)
 
 
@@ -480,7 +488,9 @@ def claim9_from_runs(found: dict[str, dict], chance: float) -> Claim:
         outs = [v["outcome"] for v in no_bn.values()]
         trains = (False if TRAINED in outs else None if any(o != DID_NOT_TRAIN for o in outs)
                   else True)
-        plateau = all(v["probe_variation"] < PLATEAU_REL for v in no_bn.values())
+        # flat along every probe direction, and not a minimum (rising along every one)
+        plateau = all(v["probe_variation"] < PLATEAU_REL and not v.get("rises_every_way", False)
+                      for v in no_bn.values())
     held = _all([trains, plateau])
     reason = "; ".join(f"{k} {v['outcome']}: {v['why']}" for k, v in no_bn.items()
                        if v["outcome"] != DID_NOT_TRAIN)
@@ -488,11 +498,12 @@ def claim9_from_runs(found: dict[str, dict], chance: float) -> Claim:
         reason = "no run without batch norm"
     return _claim(9, "without BN: the run's outcome (did not train: final train accuracy "
                   f"within {CHANCE_MARGIN} of chance {chance:.2f}, or the loss grew; diverged "
-                  "is not 'did not train') and the relative loss variation along a short "
-                  "probe from the init",
+                  "is not 'did not train') and the largest relative loss variation along "
+                  "short probes through the init (toward and away from default inits)",
                   "; ".join(f"{k}: {v['outcome']}, acc {v['train_accuracy']:.3f}, variation "
                             f"{v['probe_variation']:.3g}" for k, v in found.items()),
-                  held, threshold=f"every no-BN run 'did not train'; variation < {PLATEAU_REL}",
+                  held, threshold=f"every no-BN run 'did not train'; variation < {PLATEAU_REL} "
+                  "along every probe, and the loss not rising on both sides along all of them",
                   reason=reason, runs=found)
 
 

@@ -14,8 +14,12 @@ from lossurf.experiments.result import FigureSpec, RecipeResult
 
 TITLE, SECTION = "Exotic initializations", "A.5"
 
-#: How far toward the default initialization the plateau probe looks (fraction of the way).
+#: How far toward (and away from) a default initialization the plateau probe looks, as a
+#: fraction of the way.
 PROBE_RANGE = 0.05
+#: Probe directions: toward this many default initializations (seeds s, s+1, ...), both
+#: signs. A bad minimum rises along every one; a plateau stays flat along every one.
+PROBE_DIRECTIONS = 3
 
 
 def run(ctx: Context) -> RecipeResult:
@@ -60,13 +64,22 @@ def run(ctx: Context) -> RecipeResult:
                                              steps=p.surface.line_steps)
                 lines.append({"label": label if end == run_name else f"{label} ({end})",
                               "surface": row["line"], "group": tag})
-            # The plateau probe: a short step from the exotic init toward a default one.
-            default = models.build(exp.config.model.model_copy(update={"init": type(init)()}),
-                                   seed=seed).state_dict()
-            _, row["probe"] = ctx.surface(
-                "line", f"{key}-probe", exp, [exp.init_label(seed), ("default-init", default)],
-                range=(0.0, PROBE_RANGE), steps=p.surface.line_steps)
-            probes.append({"label": label, "surface": row["probe"], "group": tag})
+            # The plateau probe: short lines through the exotic init, toward and away from
+            # default initializations (one direction each).
+            row["probes"] = []
+            for k in range(PROBE_DIRECTIONS):
+                default = models.build(exp.config.model.model_copy(update={"init": type(init)()}),
+                                       seed=seed + k).state_dict()
+                _, probe = ctx.surface(
+                    "line", f"{key}-probe{k}", exp,
+                    [exp.init_label(seed), (f"default-init{k}", default)],
+                    range=(-PROBE_RANGE, PROBE_RANGE), steps=p.surface.line_steps)
+                row["probes"].append(probe)
+                # a panel per run: with BN the loss can be ten times higher, which would
+                # flatten the runs without BN the claim is about
+                probes.append({"label": f"direction {k + 1}", "surface": probe,
+                               "group": label})
+            row["probe"] = row["probes"][0]  # results written before several directions
             rows.append(row)
     result.measurements["runs"] = rows
     result.measurements["num_classes"] = int(ctx.dataset(config).num_classes)
@@ -77,9 +90,11 @@ def run(ctx: Context) -> RecipeResult:
                    "training ended (alpha = 1), with and without batch norm.", "lines",
                    {"series": lines, "x": "alpha", "var": "loss", "panels_by": "group"}),
         FigureSpec("fig11b", "Fig. 11(b): around the exotic initializations",
-                   "The plateau probe: loss on a short line from each exotic initialization "
-                   f"(alpha = 0) toward a default one (alpha = {PROBE_RANGE:g} of the way). "
-                   "A plateau stays flat here; a bad minimum would rise.", "lines",
+                   "The plateau probe: loss on short lines through each exotic "
+                   f"initialization (alpha = 0), toward and away from {PROBE_DIRECTIONS} default "
+                   f"initializations (alpha = +-{PROBE_RANGE:g} of the way). A plateau stays "
+                   "flat along every direction; a bad minimum would rise along every one.",
+                   "lines",
                    {"series": probes, "x": "alpha", "var": "loss", "panels_by": "group"}),
         FigureSpec("fig11-curves", "Training from exotic initializations",
                    "Training accuracy and distance from the initialization per epoch.", "curves",

@@ -85,8 +85,13 @@ def draw_lines(spec: "FigureSpec", result: "RecipeResult") -> Drawing:
                 clipped[name] = clipped.get(name, 0) + c.count
                 if c.count:
                     notes.append(f"{name}: " + clip_note(c.count, c.ceiling))
+            # the anchors' positions, where the lines reach them (a short probe around
+            # alpha = 0 is not stretched out to alpha = 1)
+            low = min(float(np.min(xs)) for _, xs, _, _ in loaded)
+            high = max(float(np.max(xs)) for _, xs, _, _ in loaded)
             for landmark in _LANDMARKS.get(x_name, ()):
-                ax.axvline(landmark, color="0.6", lw=0.8, ls=":", zorder=0)
+                if low <= landmark <= high:
+                    ax.axvline(landmark, color="0.6", lw=0.8, ls=":", zorder=0)
             if group:
                 ax.set_title(group)
             ax.set_xlabel(axis_label(x_name))
