@@ -243,7 +243,8 @@ def test_subset_and_split_are_refused_with_an_eval_data():
     model = _two_class()
     start = {k: v.clone() for k, v in model.state_dict().items()}
     end = {k: v + 0.1 for k, v in start.items()}
-    assert set(surface.functional_distance(model, start, end, data)) == {"fdist", "disagreement"}
+    assert set(surface.functional_distance(model, start, end, data)) == {
+        "fdist", "disagreement", "accuracy_a", "accuracy_b"}
     ds = surface.distance_along(model, start, start, end, data, steps=2, progress=False)
     assert "fdist" in ds
 

@@ -170,3 +170,35 @@ def test_lr_search_picks_the_best_heldout_loss(tmp_path: Path) -> None:
         assert chosen[method] == group.sort_values("heldout_loss").iloc[0]["lr"]
     assert sorted(table[table.method == "sgd"].lr) == [0.01, 0.05, 0.1, 0.2]
     assert result.measurements["lr_search"] is True
+
+
+def test_the_claims_functional_distance_is_between_the_trained_networks(tmp_path: Path) -> None:
+    """Sec. 4.1: F(x, theta) is the output of each trained network, with its own BN
+    statistics (checked against the networks run in eval mode)."""
+    import torch
+
+    from lossurf import load_experiment
+    from lossurf.config import parse_config
+    from lossurf.engine import train_experiment
+    from lossurf.experiments.common import Context
+
+    config = parse_config({
+        "data": {"name": "digits", "max_train": 128, "max_test": 64},
+        "model": {"name": "cnn-small", "options": {"batch_norm": True}},
+        "epochs": 1, "batch_size": 32, "eval_subset": 64, "checkpoint_every": 1,
+        "runs": [{"optimizer": "sgd", "lr": 0.1}, {"optimizer": "adam", "lr": 0.003}]})
+    train_experiment(config, tmp_path / "exp")
+    exp = load_experiment(tmp_path / "exp")
+    ctx = Context(parse_preset(TINY), tmp_path / "out", "optimizers", progress=False)
+    got = ctx.functional_distance(exp, "sgd", "adam")
+    data = ctx.eval_data(exp, "test")
+    probs = []
+    for run in ("sgd", "adam"):
+        model = exp.model()
+        model.load_state_dict(exp.weights(run))
+        with torch.no_grad():
+            probs.append(torch.softmax(model.eval()(data.x).double(), dim=1))
+    expected = float((probs[0] - probs[1]).pow(2).sum(1).mean().sqrt())
+    assert got["fdist"] == pytest.approx(expected, rel=1e-5)
+    for key, prob in (("accuracy_a", probs[0]), ("accuracy_b", probs[1])):
+        assert got[key] == pytest.approx(float((prob.argmax(1) == data.y).double().mean()))

@@ -94,6 +94,8 @@ def test_functional_distance_matches_eq_4_1(toy):
     _, _, pb = direct(model, w[1], data.test_x, data.test_y)
     assert out["fdist"] == pytest.approx(float((pa - pb).pow(2).sum(1).mean().sqrt()), rel=1e-5)
     assert out["disagreement"] == pytest.approx(float((pa.argmax(1) != pb.argmax(1)).double().mean()))
+    for key, probs in (("accuracy_a", pa), ("accuracy_b", pb)):
+        assert out[key] == pytest.approx(float((probs.argmax(1) == data.test_y).double().mean()))
     assert functional_distance(model, w[0], w[0], data, bn="interpolate")["fdist"] == pytest.approx(0.0, abs=1e-6)
 
 

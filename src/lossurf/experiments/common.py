@@ -233,11 +233,13 @@ class Context:
     def functional_distance(self, exp: Experiment, a: str, b: str) -> dict[str, float]:
         from lossurf import surface as S
 
-        s = self.preset.surface
+        # The paper's F(x, theta) is each trained network as it is: its own BN running
+        # statistics (what 'interpolate' gives at an anchor), not statistics re-estimated from
+        # a few batches as the points between minima need.
         with cpu_threads(exp.config):
             return S.functional_distance(
                 self.model(exp), exp.resolve(a).weights, exp.resolve(b).weights,
-                self.eval_data(exp, "test"), bn=s.bn, device=self.preset.device,
+                self.eval_data(exp, "test"), bn="interpolate", device=self.preset.device,
             )
 
     # ---- outputs ---------------------------------------------------------------------------

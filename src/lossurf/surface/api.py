@@ -483,7 +483,8 @@ def functional_distance(
     ``bn_data=train_loader``. It needs class outputs (not regression).
 
     Returns:
-        ``{"fdist": float, "disagreement": float}``.
+        ``{"fdist", "disagreement", "accuracy_a", "accuracy_b"}`` (floats; the accuracies of
+        ``a`` and ``b`` on the same examples, which bound the disagreement).
     """
     anchors = _states(model, {"a": a, "b": b})
     _check_device(device)
@@ -496,5 +497,8 @@ def functional_distance(
                            "regression")
     evaluator = _make_evaluator(model, data, bn, device, evaluator_options)
     with torch_threads(threads_for(model)):
-        out = evaluator.evaluate([anchors[1]], np.ones((1, 1)), reference=anchors[0])
-    return {k: float(np.asarray(out[k]).reshape(-1)[0]) for k in ("fdist", "disagreement")}
+        out = evaluator.evaluate(anchors, np.eye(2), reference=anchors[0])  # a, then b
+    values = {k: np.asarray(out[k], dtype=float).reshape(-1) for k in
+              ("fdist", "disagreement", "accuracy")}
+    return {"fdist": float(values["fdist"][1]), "disagreement": float(values["disagreement"][1]),
+            "accuracy_a": float(values["accuracy"][0]), "accuracy_b": float(values["accuracy"][1])}
