@@ -33,6 +33,7 @@ from torch import nn
 
 from lossurf.backends import Backend
 from lossurf.data.base import Dataset, seeded_subset
+from lossurf.devices import api_device
 from lossurf.errors import LossurfError
 from lossurf.objective import LossFn, loss_label
 from lossurf.surface.batches import from_batches, is_batches
@@ -158,14 +159,6 @@ def _make_evaluator(model: nn.Module, data: Any, bn: str, device: Any, options: 
     return Evaluator(model, data, bn=bn, device=device, loss_fn=loss_fn, **options)
 
 
-def _check_device(device: Any) -> None:
-    """Refuse a device this machine lacks (or an unknown name) before any work."""
-    if device is not None:
-        from lossurf.surface.evaluate import resolve_device
-
-        resolve_device(device)
-
-
 def _states(model: nn.Module, points: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
     from lossurf.surface.evaluate import check_model
 
@@ -213,7 +206,7 @@ def _run(
     loss_fn: LossFn | None,
     bn_data: Any,
 ) -> xr.Dataset:
-    _check_device(device)  # before the data are read
+    api_device(device)  # a device this machine lacks fails before the data are read
     if store is not None and not isinstance(store, (str, Path)):
         raise LossurfError(f"store must be a path (str or pathlib.Path) of a zarr store, got "
                            f"{type(store).__name__} {store!r}; pass store='surface.zarr' or None")
@@ -487,7 +480,7 @@ def functional_distance(
         ``a`` and ``b`` on the same examples, which bound the disagreement).
     """
     anchors = _states(model, {"a": a, "b": b})
-    _check_device(device)
+    api_device(device)
     if split is None and isinstance(data, Dataset):
         split = "test"  # held-out data, as the paper measures it
     data, _ = eval_data(data, split=split, subset=subset, seed=seed, bn_data=bn_data)

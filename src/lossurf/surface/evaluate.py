@@ -79,7 +79,7 @@ from lossurf.surface.strategy import (
 if TYPE_CHECKING:
     from lossurf.data.base import Dataset
 
-__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES", "check_model", "resolve_device"]
+__all__ = ["BNPolicy", "EvalData", "Evaluator", "STRATEGIES", "check_model"]
 
 #: Evaluation strategies, with what each means.
 STRATEGIES: dict[str, str] = {
@@ -207,15 +207,6 @@ def check_model(model: object) -> None:
                 "line(model, start_state, end_state, data)") if isinstance(model, Mapping) else ""
         raise LossurfError(f"model must be an nn.Module, got a {type(model).__name__}{hint}; "
                            "pass the network (its architecture; the weights are set per point)")
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device`` if this machine has it (:func:`lossurf.devices.api_device`).
-
-    Raises:
-        LossurfError: an unknown name (``gpu``, ``0``) or a device this machine lacks.
-    """
-    return api_device(device)
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -352,7 +343,7 @@ class Evaluator:
         if device is None:
             first = next(iter(model.parameters()), None)
             device = first.device if first is not None else "cpu"
-        self.device = resolve_device(device)
+        self.device = api_device(device)
         self.bn, self.task, self.compile = bn, data.task, compile
         self.requested_strategy = strategy
         self.strategy = strategy if strategy in ("loop", "vmap") else None  # None: not planned
