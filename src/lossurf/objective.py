@@ -14,7 +14,6 @@ exactly the mean over all examples. Language-model outputs reach it unflattened,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Callable, Literal
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from lossurf.errors import LossurfError
 
 __all__ = ["Task", "LossFn", "mean_loss", "loss_and_correct", "perplexity", "user_loss", "user_loss_sum",
-           "loss_label", "check_class_ids", "check_finite_weights"]
+           "loss_label", "check_class_ids"]
 
 Task = Literal["classification", "language_model"]
 #: ``loss_fn(outputs, targets) -> mean loss over the batch's examples`` (a scalar tensor).
@@ -134,22 +133,3 @@ def loss_label(loss_fn: LossFn | None) -> str:
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     module = getattr(fn, "__module__", None) or type(fn).__module__
     return f"{module}.{name}" if module else name
-
-
-def check_finite_weights(state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Refuse weights with NaN or Inf in a floating-point tensor (parameters or statistics):
-    no loss, Hessian or matching is defined there, and the numerics would fail far from here.
-
-    Raises:
-        LossurfError: names the first such tensor, its count, and how many more there are.
-    """
-    bad = [(k, v) for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())]
-    if not bad:
-        return
-    key, tensor = bad[0]
-    count = int((~tensor.isfinite()).sum())
-    more = f"; {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''} too" if len(bad) > 1 else ""
-    raise LossurfError(f"{what}: tensor {key!r} holds NaN or Inf ({count} of {tensor.numel()} "
-                       f"entries{more}); pass finite weights (a checkpoint from before the run "
-                       "diverged)")

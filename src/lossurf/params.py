@@ -40,6 +40,7 @@ __all__ = [
     "combine",
     "state_hash",
     "to_dtypes_of",
+    "check_finite_weights",
 ]
 
 StateDict = Mapping[str, torch.Tensor]
@@ -253,3 +254,22 @@ def state_hash(state: StateDict) -> str:
         # view as bytes so every dtype (bfloat16 included) hashes without a numpy round trip
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def check_finite_weights(state: StateDict, what: str) -> None:
+    """Refuse weights with NaN or Inf in a floating-point tensor (parameters or statistics):
+    no loss, Hessian or matching is defined there, and the numerics would fail far from here.
+
+    Raises:
+        LossurfError: names the first such tensor, its count, and how many more there are.
+    """
+    bad = [(k, v) for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())]
+    if not bad:
+        return
+    key, tensor = bad[0]
+    count = int((~tensor.isfinite()).sum())
+    more = f"; {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''} too" if len(bad) > 1 else ""
+    raise LossurfError(f"{what}: tensor {key!r} holds NaN or Inf ({count} of {tensor.numel()} "
+                       f"entries{more}); pass finite weights (a checkpoint from before the run "
+                       "diverged)")

@@ -19,8 +19,8 @@ from torch import nn
 from lossurf.alignment.matching import weight_matching
 from lossurf.alignment.permutations import apply_permutation, permutation_hash, permutation_spec
 from lossurf.errors import LossurfError
-from lossurf.objective import check_finite_weights
-from lossurf.params import StateDict, as_state, check_compatible, distance, moving_keys
+from lossurf.params import (StateDict, as_state, check_compatible, check_finite_weights, distance,
+                            moving_keys)
 
 __all__ = ["AlignmentInfo", "align", "align_points", "METHOD"]
 

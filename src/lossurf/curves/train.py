@@ -29,8 +29,8 @@ from lossurf import objective
 from lossurf.curves.bezier import check_kind, curve_coefficients
 from lossurf.devices import api_device
 from lossurf.errors import LossurfError
-from lossurf.objective import LossFn, check_finite_weights
-from lossurf.params import StateDict, as_state, check_compatible
+from lossurf.objective import LossFn
+from lossurf.params import StateDict, as_state, check_compatible, check_finite_weights
 from lossurf.train import derive_seed, epoch_order
 
 __all__ = ["TrainData", "CurveTrainer", "train_data"]

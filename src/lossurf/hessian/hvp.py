@@ -38,8 +38,8 @@ from torch.func import functional_call
 
 from lossurf.devices import api_device
 from lossurf.errors import LossurfError
-from lossurf.objective import check_class_ids, check_finite_weights, mean_loss
-from lossurf.params import as_state, check_compatible
+from lossurf.objective import check_class_ids, mean_loss
+from lossurf.params import as_state, check_compatible, check_finite_weights
 
 __all__ = ["HessianOperator", "HVP_METHODS", "DEFAULT_METHOD"]
 
