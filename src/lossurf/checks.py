@@ -19,7 +19,7 @@ from lossurf.errors import LossurfError
 if TYPE_CHECKING:
     from lossurf.data.base import Dataset
 
-__all__ = ["ExperimentCheck", "check_experiment", "check_last_batch"]
+__all__ = ["ExperimentCheck", "check_experiment", "check_trainable", "check_last_batch"]
 
 
 @dataclass(frozen=True)
@@ -53,23 +53,16 @@ def check_experiment(config: ExperimentConfig) -> ExperimentCheck:
             model option, an unknown optimizer or optimizer option, a batch size that leaves a
             minibatch of one example for a batch norm that cannot train on one.
     """
-    from lossurf import data as data_module, models
+    from lossurf import data as data_module
     from lossurf.devices import check_device
     from lossurf.engine import resolve_config
-    from lossurf.train import build_optimizer
-
     from lossurf.threads import env_threads
 
     device = check_device(config.device)  # first: it is the cheapest and needs no files
     env_threads()  # a bad LOSSURF_THREADS would stop the training
     dataset = data_module.load(config.data)
     resolved = resolve_config(config, dataset)
-    model = models.build(resolved.model)
-    params = list(model.parameters())
-    for run in resolved.runs:
-        for phase in (0, 1) if run.switch else (0,):
-            build_optimizer(run, phase, params)
-    check_last_batch(model, resolved.batch_size, dataset)
+    params = list(check_trainable(resolved, dataset).parameters())
     return ExperimentCheck(
         name=resolved.name,
         model=resolved.model.name,
@@ -80,6 +73,27 @@ def check_experiment(config: ExperimentConfig) -> ExperimentCheck:
         epochs=resolved.epochs,
         device=str(device),
     )
+
+
+def check_trainable(config: ExperimentConfig, dataset: "Dataset") -> torch.nn.Module:
+    """Build the model of the (resolved) ``config`` and every optimizer of its runs (and the
+    one each switches to), and refuse a last minibatch its batch norm cannot train on: all
+    that would otherwise fail after the experiment directory was written. Returns the model.
+
+    Raises:
+        LossurfError: an unknown model or option, an unknown optimizer or option, or the
+            batch size of :func:`check_last_batch`.
+    """
+    from lossurf import models
+    from lossurf.train import build_optimizer
+
+    model = models.build(config.model)
+    params = list(model.parameters())
+    for run in config.runs:
+        for phase in (0, 1) if run.switch else (0,):
+            build_optimizer(run, phase, params)
+    check_last_batch(model, config.batch_size, dataset)
+    return model
 
 
 def check_last_batch(model: torch.nn.Module, batch_size: int, dataset: "Dataset") -> None:

@@ -36,11 +36,11 @@ import yaml
 
 from lossurf import __version__, data as data_module, models
 from lossurf.backends import Backend, runs_at_once
-from lossurf.config import ExperimentConfig, RunSpec
+from lossurf.config import ExperimentConfig
 from lossurf.data.base import Dataset, seeded_subset
 from lossurf.data.placement import place
 from lossurf.devices import check_device
-from lossurf.checks import check_last_batch
+from lossurf.checks import check_trainable
 from lossurf.errors import LossurfError
 from lossurf.locks import exclusive_lock
 from lossurf.threads import threads_for, torch_threads
@@ -125,10 +125,7 @@ def prepare_experiment(
         if existing != text.encode() and not _same_experiment(existing, resolved):
             _refuse_other(layout, existing, resolved)
     else:
-        model = models.build(resolved.model)  # an unknown model or option fails before anything is written
-        for run in resolved.runs:  # an unknown optimizer too
-            _check_optimizer(run)
-        check_last_batch(model, resolved.batch_size, dataset)
+        check_trainable(resolved, dataset)  # what fails here fails before anything is written
         atomic_write_text(layout.config, text)
     write_json(
         layout.manifest,
@@ -180,12 +177,6 @@ def _refuse_other(layout: ExperimentLayout, existing: bytes, config: ExperimentC
         f"{', '.join(changed) or 'its file'}); pass another --out or delete that directory to "
         "start over"
     )
-
-
-def _check_optimizer(run: RunSpec) -> None:
-    probe = [torch.nn.Parameter(torch.zeros(1))]
-    for phase in (0, 1) if run.switch else (0,):
-        build_optimizer(run, phase, probe)
 
 
 def _columns(task: str) -> list[str]:
