@@ -456,8 +456,8 @@ def read_yaml(content: bytes | str, what: str, fix: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = " ".join(str(getattr(error, "problem", None) or "").split())
         why = f" ({problem})" if problem else ""
-        fix = "the value" if isinstance(error, yaml.constructor.ConstructorError) else "the syntax"
-        raise LossurfError(f"{what} is not valid YAML{where}{why}: fix {fix}") from None
+        wrong = "the value" if isinstance(error, yaml.constructor.ConstructorError) else "the syntax"
+        raise LossurfError(f"{what} is not valid YAML{where}{why}: fix {wrong}") from None
     finally:
         if loader is not None:
             loader.dispose()
