@@ -233,18 +233,13 @@ def draw_figures(items: list[tuple[str, Any, RecipeResult, Path]],
         return dict(pool.map(draw_one, items))
 
 
-def _figure(spec, result: RecipeResult, out: Path, cache: FigureCache, print_: str,
-            fresh: dict[str, Any]) -> str:
+def _figure(spec, result: RecipeResult, out: Path, drawn: Any) -> str:
+    """One figure's HTML from its drawing (a DrawnFigure, or why it could not be drawn)."""
     anchor = _e(f"{result.recipe}-{spec.key}")
     head = f'<figure id="{anchor}"><h3>{_e(spec.title)}</h3>'
-    key = f"{result.recipe}/{spec.key}"
-    drawn = fresh[key] if key in fresh else cache.get(key, print_)
     if isinstance(drawn, str):
-        cache.forget(key)
         return (head + f'<div class="error">This figure could not be drawn: {_e(drawn)}</div>'
                 f"<figcaption>{_e(spec.caption)}</figcaption></figure>")
-    if key in fresh:
-        cache.put(key, print_, drawn)
     body = [head, _surface_settings(spec, result), _img(drawn.png, spec.title, drawn.width_in)]
     notes = " ".join(drawn.notes)
     pdf = drawn.pdf.relative_to(out).as_posix()
@@ -341,12 +336,11 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _section(result: RecipeResult, out: Path, cache: FigureCache, prints: dict[str, str],
-             fresh: dict[str, Any]) -> str:
+def _section(result: RecipeResult, out: Path, drawn: dict[str, Any]) -> str:
     anchor = _e(f"recipe-{result.recipe}")
     body = [f'<section id="{anchor}"><h2>{_e(result.section)} {_e(result.title)}</h2>',
             _provenance(result)]
-    body += [_figure(spec, result, out, cache, prints[f"{result.recipe}/{spec.key}"], fresh)
+    body += [_figure(spec, result, out, drawn[f"{result.recipe}/{spec.key}"])
              for spec in result.figures]
     if not result.figures:
         body.append("<p>This recipe draws no figures.</p>")
@@ -427,9 +421,17 @@ def write_report(out: str | Path, redrawn: list[str] | None = None,
     cache = FigureCache(figures_dir)
     figures = [(f"{r.recipe}/{spec.key}", spec, r) for r in results for spec in r.figures]
     prints = {key: fingerprint(spec, r) for key, spec, r in figures}
+    drawn = {key: cache.get(key, prints[key]) for key, _, _ in figures}  # recorded, or None
     fresh = draw_figures([(key, spec, r, figures_dir) for key, spec, r in figures
-                          if cache.get(key, prints[key]) is None], jobs)
-    sections = [_section(r, out, cache, prints, fresh) for r in results]
+                          if drawn[key] is None], jobs)
+    for key, _, _ in figures:  # recorded in the page's order
+        if key in fresh:
+            if isinstance(fresh[key], str):
+                cache.forget(key)  # it could not be drawn: try again next time
+            else:
+                cache.put(key, prints[key], fresh[key])
+            drawn[key] = fresh[key]
+    sections = [_section(r, out, drawn) for r in results]
     if results:
         cache.save({f"{r.recipe}/{s.key}" for r in results for s in r.figures})
     if redrawn is not None:
