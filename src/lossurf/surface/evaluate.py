@@ -159,7 +159,7 @@ class EvalData:
             raise LossurfError(f"EvalData has {len(self.x)} inputs and {len(self.y)} targets; "
                                "pass the same, non-zero number of each")
         if self.task != "regression":
-            _check_ids(self.x, self.y, self.task)
+            _check_ids(self.y, self.task)
 
     @classmethod
     def from_dataset(cls, dataset: Dataset, split: Literal["train", "test"] = "train",
@@ -184,7 +184,7 @@ class EvalData:
         return cls(x[idx], y[idx], dataset.task, bn_x)
 
 
-def _check_ids(x: torch.Tensor, y: torch.Tensor, task: str) -> None:
+def _check_ids(y: torch.Tensor, task: str) -> None:
     """Class or token ids the cross-entropy can take: integer (not bool, not 8/16-bit)."""
     if y.is_floating_point():
         if task == "classification" and y.dim() == 2 and y.shape[1] > 1:
